@@ -22,8 +22,8 @@ def grid(**changes):
     return raw
 
 
-def write(tmp_path, raw):
-    path = tmp_path / "grid.yaml"
+def write(tmp_path, raw, name="grid.yaml"):
+    path = tmp_path / name
     path.write_text(yaml.safe_dump(raw) if isinstance(raw, dict) else raw)
     return path
 
@@ -136,3 +136,26 @@ def test_multitask_intermediate_validates_each_part(tmp_path, data):
         plan(write(tmp_path, grid(**{"intermediate.task": "panx+nope"})))
     with pytest.raises(ConfigError, match="intermediate.languages: 'sw' has no panx\\+udpos"):
         plan(write(tmp_path, grid(**{"intermediate.task": "panx+udpos", "intermediate.languages": ["sw"]})))
+
+
+def test_overrides_reach_every_target_or_one_by_index(tmp_path):
+    raw = grid(**{"target": [{"task": "udpos", "train": {"epochs": 1}}, {"task": "panx", "train": {"epochs": 1}}]})
+    path = write(tmp_path, raw)
+    g = load_grid(path, ["target.size=50", "target.1.train.epochs=3"])
+    assert [t.size for t in g.targets] == [50, 50]
+    assert [t.train.epochs for t in g.targets] == [1, 3]
+    with pytest.raises(ConfigError, match="index 2 out of range"):
+        load_grid(path, ["target.2.size=5"])
+
+
+def test_extends_applies_the_files_keys_as_overrides(tmp_path):
+    write(tmp_path, grid(), name="base.yaml")
+    child = tmp_path / "child.yaml"
+    child.write_text("extends: base.yaml\nname: child\nseeds: [7]\ntarget.train.epochs: 4\n")
+    g = load_grid(child, ["seeds=[8, 9]"])  # the command line wins over both files
+    base = load_grid(tmp_path / "base.yaml")
+    assert (g.name, g.seeds, g.target.train.epochs) == ("child", [8, 9], 4)
+    assert g.model == base.model and g.intermediate == base.intermediate
+    (tmp_path / "loop.yaml").write_text("extends: loop.yaml\nname: x\n")
+    with pytest.raises(ConfigError, match="extends itself"):
+        load_grid(tmp_path / "loop.yaml")

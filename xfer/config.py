@@ -156,27 +156,17 @@ class ConfigError(ValueError):
 
 
 def load_grid(path: str | Path, overrides: list[str] = ()) -> Grid:
-    """The grid in `path`, with `KEY=VALUE` overrides (dotted keys, YAML values) applied."""
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"params file {path} does not exist (presets: {', '.join(presets())})")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: malformed YAML: {e}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of settings at the top level, got {type(raw).__name__}")
+    """The grid in `path`, with `KEY=VALUE` overrides (dotted keys, YAML values) applied.
+
+    A params file may start from another: `extends: demo.yaml` (relative to the file) takes that
+    file's settings and applies this file's other keys to them as overrides, so a variant of a
+    study is a few lines of data rather than a copy that drifts."""
+    raw = _read_params(Path(path))
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. intermediate.sizes=[0,100]")
-        node = raw
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r}: {p} is not a group of settings")
-        node[leaf] = yaml.safe_load(value)
+        _override(raw, key, yaml.safe_load(value), item)
     try:
         return Grid.model_validate(raw)
     except ValidationError as e:
@@ -185,6 +175,53 @@ def load_grid(path: str | Path, overrides: list[str] = ()) -> Grid:
             field = ".".join(str(p) for p in err["loc"])
             lines.append(f"  {field}: {err['msg']}" + (f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else ""))
         raise ConfigError("\n".join(lines)) from None
+
+
+def _read_params(path: Path, seen: tuple = ()) -> dict:
+    if not path.exists():
+        raise ConfigError(f"params file {path} does not exist (presets: {', '.join(presets())})")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: malformed YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings at the top level, got {type(raw).__name__}")
+    if "extends" not in raw:
+        return raw
+    base = path.parent / str(raw.pop("extends"))
+    if base.resolve() in seen:
+        raise ConfigError(f"{path}: extends: {base} extends itself")
+    merged = _read_params(base, seen + (path.resolve(),))
+    for key, value in raw.items():
+        _override(merged, key, value, f"{path}: {key}")
+    return merged
+
+
+def _override(node, key: str, value, item: str) -> None:
+    """Set a dotted key. On a list of settings (several targets) a numeric part picks one item
+    and any other key applies to every item: `target.size=500` caps all targets."""
+    head, _, rest = key.partition(".")
+    if isinstance(node, list):
+        if head.isdigit():
+            if int(head) >= len(node):
+                raise ConfigError(f"override {item!r}: index {head} out of range (0..{len(node) - 1})")
+            items, key = [node[int(head)]], rest
+        else:
+            items = node
+        for sub in items:
+            _override(sub, key, value, item)
+        return
+    if not isinstance(node, dict):
+        raise ConfigError(f"override {item!r}: {head} is not inside a group of settings")
+    if not rest:
+        node[head] = value
+        return
+    child = node.setdefault(head, {})
+    if child is None:
+        child = node[head] = {}
+    if not isinstance(child, (dict, list)):
+        raise ConfigError(f"override {item!r}: {head} is not a group of settings")
+    _override(child, rest, value, item)
 
 
 def presets() -> list[str]:
