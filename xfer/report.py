@@ -4,6 +4,8 @@ notebook to `index.html` and `report.pdf` with Debian's chromium, no TeX and no 
 
 from __future__ import annotations
 
+import re
+
 import html
 import os
 import shutil
@@ -77,20 +79,38 @@ def _data_line(deg: pd.DataFrame, inter: pd.DataFrame, definition: str) -> str:
             f"baseline = no intermediate training, same seed.")
 
 
+# the design's defining settings, shown even at their default values
+DESIGN_KEYS = {"seeds", "low_resource", "model.source", "model.name", "intermediate.task",
+               "intermediate.languages", "intermediate.sizes", "target.task", "target.language",
+               "evaluate.languages", "evaluate.split"}
+
+
 def params_table(params: dict) -> pd.DataFrame:
-    """The grid's parameters (its YAML) as one row per setting, nested keys dotted."""
-    rows = []
+    """The grid's parameters as one row per setting (nested keys dotted, targets by index): the
+    design's defining settings and every other one that differs from xfer's defaults. grid.json
+    beside the report has every validated value."""
+    from xfer.config import Grid
 
-    def walk(prefix, value):
-        if isinstance(value, dict) and value:
-            for k, v in value.items():
-                walk(f"{prefix}.{k}" if prefix else str(k), v)
-        else:
-            rows.append({"setting": prefix, "value": ", ".join(map(str, value)) if isinstance(value, list)
-                         else str(value)})
-
-    walk("", {k: v for k, v in params.items() if k != "description"})  # the description is prose: see Methods
+    try:
+        grid = Grid.model_validate(params)
+    except ValueError:  # a results table from an older xfer: show all it stored
+        grid = None
+    if grid is not None:
+        params = grid.model_dump(mode="json")
+        changed = set(_flat(grid.model_dump(mode="json", exclude_defaults=True)))
+    rows = [{"setting": k, "value": ", ".join(map(str, v)) if isinstance(v, list) else str(v)}
+            for k, v in _flat({k: v for k, v in params.items() if k != "description"}).items()  # prose: see Methods
+            if grid is None or k in changed or re.sub(r"\.\d+\.", ".", k) in DESIGN_KEYS]
     return pd.DataFrame(rows, columns=["setting", "value"])
+
+
+def _flat(value, prefix: str = "") -> dict:
+    """Nested settings as {dotted key: value}; a list of groups (several targets) by index."""
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        value = dict(enumerate(value))
+    if isinstance(value, dict) and value:
+        return {k: v for key, sub in value.items() for k, v in _flat(sub, f"{prefix}.{key}" if prefix else str(key)).items()}
+    return {prefix: value}
 
 
 def methods(results_dir: str | Path, grid: dict) -> tuple[str, pd.DataFrame]:
