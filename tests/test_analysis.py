@@ -15,20 +15,23 @@ LANGS = ("en", "fr", "fi", "mr", "te", "wo", "yo")  # joshi_le2 low-resource: mr
 
 
 def make_results(seed=0, seeds=(1, 2, 3), sizes=(1_000, 10_000, 100_000), inter_langs=("sw",),
-                 eval_langs=LANGS, slope_low=-2.0, slope_high=0.0, noise=1.0, definition="joshi_le2"):
+                 eval_langs=LANGS, slope_low=-2.0, slope_high=0.0, noise=1.0, definition="joshi_le2",
+                 inter_tasks=None):
     """A results table in the grid runner's format with a planted effect: for low-resource
-    languages delta = slope_low · log10(size) + c + noise, for the others slope_high."""
+    languages delta = slope_low · log10(size) + c + noise, for the others slope_high.
+    `slope_low` may be a dict per intermediate language; `inter_tasks` names each one's task."""
     rng = np.random.default_rng(seed)
     low = analysis.low_resource(analysis.load_languages(), definition).fillna(False)
     rows = []
     for s in seeds:
         base = {lang: (92.0 if lang == "en" else 55.0 if low[lang] else 78.0) + rng.normal(0, 1.0)
                 for lang in eval_langs}
-        runs = [("none", "none", 0)] + [("panx", il, n) for il in inter_langs for n in sizes]
+        runs = [("none", "none", 0)] + [((inter_tasks or {}).get(il, "panx"), il, n) for il in inter_langs
+                                        for n in sizes]
         for task, il, n in runs:
             inter = "" if n == 0 else f"inter-{il}-{n}-s{s}"
             for lang in eval_langs:
-                slope = slope_low if low[lang] else slope_high
+                slope = (slope_low.get(il, 0.0) if isinstance(slope_low, dict) else slope_low) if low[lang] else slope_high
                 score = base[lang] + (0.0 if n == 0 else slope * (np.log10(n) - 3) + rng.normal(0, noise))
                 rows.append({"grid": "synthetic", "eval_run": f"eval-{il}-{n}-s{s}",
                              "target_run": f"target-{il}-{n}-s{s}",
@@ -227,3 +230,28 @@ def test_load_results_round_trip(tmp_path):
     base = results[results["inter_size"] == 0]
     assert (base["intermediate_run"] == "").all() and (base["inter_lang"] == "none").all()
     assert results["seed"].dtype.kind in "iu" or str(results["seed"].dtype) == "Int64"
+
+
+def test_language_contrast_finds_a_planted_language_effect_at_identical_content():
+    """SST-2 vs its Portuguese translation: only Portuguese hurts, more with size. The contrast
+    (pt − en at the same size and seed) is negative, grows with size, and is flagged aligned."""
+    kw = dict(inter_langs=("en", "pt"), inter_tasks={"en": "sst2", "pt": "sst2_pt"})
+    deg = analysis.degradation(make_results(slope_low={"en": 0.0, "pt": -2.0}, **kw))
+    row = _one(analysis.contrast(deg, "joshi_le2"), inter_lang="pt")
+    assert row["aligned"] and row["english_task"] == "sst2" and row["n_languages"] == 4  # mr te wo yo
+    assert row["ci_low"] < row["mean_diff"] < row["ci_high"] < 0  # planted mean: -2 · mean(0, 1, 2) = -2
+    assert row["ci_low"] < -2 < row["ci_high"]
+    assert row["size_r"] < 0 and row["size_ci_high"] < 0 and row["p_holm"] < 0.05
+    assert row["n"] == 4 * 3 * 3  # languages × sizes × seeds, pairs matched on size and seed
+
+    null = analysis.degradation(make_results(slope_low={"en": -2.0, "pt": -2.0}, **kw))
+    row = _one(analysis.contrast(null, "joshi_le2"), inter_lang="pt")
+    assert row["ci_low"] < 0 < row["ci_high"] and row["size_ci_low"] < 0 < row["size_ci_high"]
+
+
+def test_language_contrast_says_when_content_differs_or_english_is_missing():
+    deg = analysis.degradation(make_results(inter_langs=("en", "sw")))  # PAN-X sw vs PAN-X en
+    row = _one(analysis.contrast(deg, "joshi_le2"), inter_lang="sw")
+    assert not row["aligned"] and "content differs" in row["note"] and np.isfinite(row["mean_diff"])
+    row = _one(analysis.contrast(analysis.degradation(make_results()), "joshi_le2"), inter_lang="sw")
+    assert np.isnan(row["mean_diff"]) and "no English panx" in row["note"]

@@ -414,6 +414,68 @@ def bootstrap(deg: pd.DataFrame, definition: str, n_boot: int = 2000, seed: int 
                                                "languages", "n_sizes", "n_seeds", "note"])
 
 
+def _content(task: str) -> tuple[str, bool]:
+    """The corpus a task's text comes from, and whether its rows are aligned translations of it."""
+    from xfer.tasks import TASKS
+
+    source = getattr(TASKS.get(task), "translation_of", None)
+    return (source, True) if source else (task, False)
+
+
+def contrast(deg: pd.DataFrame, definition: str) -> pd.DataFrame:
+    """The language contrast: each non-English intermediate corpus against the English one of the
+    same content at the same size and seed, on the low-resource languages.
+
+    diff = score after the non-English corpus − score after the English one (the baseline cancels).
+    With a row-aligned translation (SST-2 vs its Portuguese translation) only the language differs,
+    which makes this the cleanest test of the question; otherwise (PAN-X sw vs en) content differs
+    too, and `aligned` says so. Tested across languages (each language's mean diff, `pg.ttest`
+    against 0, Cohen's d) and within languages (`pg.rm_corr` of diff with log10 size: does the
+    language effect grow with corpus size?)."""
+    d = _intermediate(deg)
+    d = d[_low(d, definition)]
+    keys = [c for c in MATCH if c != "target_lang"] + ["inter_size", "log10_size"]
+    rows = []
+    for target, t in d.groupby("target_task"):
+        english = {_content(task)[0]: g for task, g in t[t["inter_lang"] == "en"].groupby("inter_task")}
+        for (task, lang), g in t[t["inter_lang"] != "en"].groupby(["inter_task", "inter_lang"]):
+            source, aligned = _content(task)
+            res = {"mean_diff": np.nan, "ci_low": np.nan, "ci_high": np.nan, "p": np.nan, "cohen_d": np.nan,
+                   "size_r": np.nan, "size_ci_low": np.nan, "size_ci_high": np.nan, "size_p": np.nan}
+            row = {"target_task": target, "inter_task": task, "inter_lang": lang,
+                   "english_task": source if source in english else "", "aligned": aligned}
+            pair = pd.DataFrame(columns=keys + ["diff", "eval_lang", "inter_size", "seed"])
+            if source not in english:
+                note = f"no English {source} intermediate run in the grid to compare with"
+            else:
+                pair = g[keys + ["score"]].merge(english[source][keys + ["score"]], on=keys, suffixes=("", "_en"))
+                pair["diff"] = pair["score"] - pair["score_en"]
+                per_lang = pair.groupby("eval_lang")["diff"].mean()
+                note = "" if aligned else "content differs too: not a translation of the English corpus"
+                if len(per_lang) < 3:
+                    note = f"{len(per_lang)} low-resource language(s) with both runs; needs ≥ 3"
+                else:
+                    with warnings.catch_warnings():  # a constant diff makes the t statistic undefined
+                        warnings.simplefilter("ignore", RuntimeWarning)
+                        tt = pg.ttest(per_lang.to_numpy(float), 0).iloc[0]
+                    res.update(mean_diff=per_lang.mean(), ci_low=tt["CI95"][0], ci_high=tt["CI95"][1],
+                               p=tt["p_val"], cohen_d=np.sign(per_lang.mean()) * abs(tt["cohen_d"]))  # pingouin's d is unsigned
+                    if pair["log10_size"].nunique() >= 2:
+                        with warnings.catch_warnings():
+                            warnings.filterwarnings("ignore", message="The inplace keyword")
+                            rm = pg.rm_corr(pair, "log10_size", "diff", "eval_lang").iloc[0]
+                        res.update(size_r=rm["r"], size_ci_low=rm["CI95"][0], size_ci_high=rm["CI95"][1],
+                                   size_p=rm["pval"])
+                    else:
+                        note = "; ".join(filter(None, [note, "one common size: no size trend"]))
+            rows.append({**row, **res, "n": len(pair), **(_describe(pair) if len(pair) else
+                         {"n_languages": 0, "languages": "", "n_sizes": 0, "n_seeds": 0}), "note": note})
+    cols = ["target_task", "inter_task", "inter_lang", "english_task", "aligned", "mean_diff", "ci_low", "ci_high",
+            "p", "cohen_d", "size_r", "size_ci_low", "size_ci_high", "size_p", "n", "n_languages", "languages",
+            "n_sizes", "n_seeds", "note"]
+    return _holm(pd.DataFrame(rows, columns=cols).assign(family="contrast"), ["family"]).drop(columns="family")
+
+
 def _holm(df: pd.DataFrame, family: list[str]) -> pd.DataFrame:
     """Holm-adjusted p (`pg.multicomp`) within each family, across groups (tasks × languages)."""
     df = df.copy()
@@ -440,6 +502,7 @@ def statistics(deg: pd.DataFrame, definition: str) -> dict:
             "regression": regression(deg, definition),
             "mixed": mixed(deg, definition),
             "bootstrap": bootstrap(deg, definition),
+            "contrast": contrast(deg, definition),
             "sensitivity": sensitivity[["definition"] + [c for c in sensitivity.columns if c != "definition"]]}
 
 
@@ -516,6 +579,7 @@ def answer(stats: dict, grid: dict | None = None) -> str:
                      "the direction differs between comparisons")
         verdict = (f"{len(reliable)} of {len(focus)} {scope}correlation(s) exclude zero after Holm correction "
                    f"({strength}): {direction}. ")
+    verdict += _contrast_sentence(stats.get("contrast"))
     budget = (grid or {}).get("params", {}).get("intermediate", {}).get("train", {}) or {}
     confound = ("" if budget.get("max_steps") or not grid else
                 " Corpus size also sets the number of intermediate training steps here (an epoch budget), so "
@@ -525,6 +589,25 @@ def answer(stats: dict, grid: dict | None = None) -> str:
                "independent, so the row-level p-values are optimistic and the seed bootstrap and the "
                f"within-language correlation are the safer guides.{confound}")
     return lead + verdict + caution + caveat
+
+
+def _contrast_sentence(contrast: pd.DataFrame | None) -> str:
+    """The language contrast in words: non-English minus English corpus at the same size and seed."""
+    if contrast is None or contrast.empty or contrast["mean_diff"].isna().all():
+        return ""
+    parts = []
+    for _, c in contrast[contrast["mean_diff"].notna()].iterrows():
+        what = ("its row-aligned English original" if c["aligned"] else
+                f"English {c['english_task']} (different content, so not only the language differs)")
+        part = (f"{c['target_task']} after {c['inter_task']} in {c['inter_lang']} against {what}: "
+                f"{c['mean_diff']:+.2f} points (95 % CI {c['ci_low']:+.2f} to {c['ci_high']:+.2f} over "
+                f"{c['n_languages']} languages; d = {c['cohen_d']:+.2f}; Holm p {_p(c['p_holm'])})")
+        if np.isfinite(c["size_r"]):
+            part += (f"; its within-language correlation with log10 size r = {c['size_r']:+.2f} "
+                     f"({c['size_ci_low']:+.2f} to {c['size_ci_high']:+.2f})")
+        parts.append(part)
+    return ("Language contrast on the low-resource languages (score after the non-English corpus minus after "
+            "the English one, same size and seed, so the baseline cancels): " + "; ".join(parts) + ". ")
 
 
 # ----------------------------------------------------------------------------- tables

@@ -56,6 +56,7 @@ class Task:
     unlabelled: tuple[str, ...] = ()  # splits whose release hides the labels
     description: str = ""
     languages_hint: tuple[str, ...] = field(default=())  # hub languages (local: read off the folder)
+    translation_of: str | None = None  # a row-aligned translation of this task's corpus (same content)
 
     # -- data -------------------------------------------------------------------------
     def path(self, lang: str, split: str) -> Path:

@@ -273,7 +273,7 @@ CLASSIFICATION_TASKS = [
     ClassificationTask(
         name="sst2_pt", family="classification", metric="accuracy", labels=("negative", "positive"),
         text=("sentence",), local="extra/plue_pt/SST-2/{split}.tsv", hub_id="dlb/plue", hub_config="sst2",
-        unlabelled=("test",), languages_hint=("pt",),
+        unlabelled=("test",), languages_hint=("pt",), translation_of="sst2",
         description="SST-2 machine-translated to Portuguese (PLUE), row-aligned with the English file: "
                     "same labels and size, other language",
     ),
