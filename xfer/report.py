@@ -140,6 +140,26 @@ def methods(results_dir: str | Path, grid: dict) -> tuple[str, pd.DataFrame]:
     return "\n\n".join(text), table.round(1).reset_index()
 
 
+def training(results_dir: str | Path) -> pd.DataFrame:
+    """One row per training run (training.csv): whether each phase learned before its scores are
+    read. Empty for a results folder written before xfer recorded it."""
+    path = Path(results_dir) / "training.csv"
+    if not path.exists() or path.stat().st_size <= 1:
+        return pd.DataFrame()
+    df = pd.read_csv(path)
+    df["size"] = df["size"].map(lambda v: "all" if pd.isna(v) else fmt_size(float(v)) if _number(v) else v)
+    df = df.sort_values(["phase", "random_init", "task", "language", "upstream", "seed"])
+    return df.drop(columns=[c for c in ("train_seconds",) if c in df]).round(3)
+
+
+def _number(v) -> bool:
+    try:
+        float(v)
+        return True
+    except ValueError:
+        return False
+
+
 def failures(grid: dict) -> pd.DataFrame:
     """Runs that failed, with the notebook that holds the traceback."""
     return pd.DataFrame(grid.get("failures") or [], columns=["phase", "run_id", "error", "notebook"])

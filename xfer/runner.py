@@ -304,8 +304,27 @@ def lineage(run: Run, by_id: dict) -> dict:
     return out
 
 
+def _training_row(run: Run, by_id: dict) -> dict:
+    """Did a training phase learn? Its loss at the start and the end (mean of the first and last
+    tenth of the logged steps) and its English (own-language, for an intermediate corpus) dev score."""
+    m = read_json(run_dir(run) / "metrics.json")
+    chain, losses = lineage(run, by_id), m.get("losses") or [float("nan")]
+    k = max(1, len(losses) // 10)
+    inter = chain.get("intermediate")
+    return {"phase": run.phase, "run_id": run.id, "task": run.params["task"], "language": run.params["language"],
+            "size": run.params.get("size"), "seed": run.params["seed"],
+            "upstream": (f"{inter.params['task']}-{inter.params['language']}-{inter.params['size']}"
+                         if inter and run.phase == "target" else "pretrained"),
+            "random_init": chain["pretrained"].params["model"].get("random_init", False),
+            "n_train": m.get("n_train"), "steps": m.get("steps"),
+            "loss_start": sum(losses[:k]) / k, "loss_end": sum(losses[-k:]) / k,
+            "dev_score": m.get("dev_score"), "selected_step": m.get("selected_step"),
+            "train_seconds": m.get("train_seconds")}
+
+
 def collect(path: str | Path, overrides: list[str] = ()) -> Path:
-    """Write `<report_dir>/results.csv` (one row per evaluated run × language) and `grid.json`."""
+    """Write `<report_dir>/results.csv` (one row per evaluated run × language), `controls.csv`
+    (the random-weights control), `training.csv` (one row per training run) and `grid.json`."""
     import pandas as pd
 
     grid, runs = plan(path, overrides)
@@ -340,6 +359,8 @@ def collect(path: str | Path, overrides: list[str] = ()) -> Path:
                 "eval_task": ev.params["task"], "eval_lang": lang, "split": ev.params["split"],
                 "metric": get_task(ev.params["task"]).metric, "score": s["score"], "n_examples": s["n_examples"],
             })
+    training = [_training_row(run, by_id) for phase in ("intermediate", "target") for run in runs[phase]
+                if is_done(run)]
     out = grid.report_path()
     out.mkdir(parents=True, exist_ok=True)
     df = pd.DataFrame(rows)
@@ -348,7 +369,8 @@ def collect(path: str | Path, overrides: list[str] = ()) -> Path:
         for task, lang in df.loc[full, ["inter_task", "inter_lang"]].drop_duplicates().itertuples(index=False):
             n = sum(len(get_task(part).load(lang, "train")) for part in task.split("+"))
             df.loc[full & (df["inter_task"] == task) & (df["inter_lang"] == lang), "inter_size"] = n
-    for name, table in (("results.csv", df), ("controls.csv", pd.DataFrame(controls))):
+    for name, table in (("results.csv", df), ("controls.csv", pd.DataFrame(controls)),
+                        ("training.csv", pd.DataFrame(training))):
         tmp = out / f".{name}.tmp"
         table.to_csv(tmp, index=False)
         os.replace(tmp, out / name)
