@@ -514,6 +514,10 @@ def _strength(r: float) -> str:
     return "negligible" if a < 0.1 else "weak" if a < 0.3 else "moderate" if a < 0.5 else "strong"
 
 
+def _count(n, noun: str) -> str:
+    return f"{int(n)} {noun}{'' if int(n) == 1 else 's'}"
+
+
 def _p(p: float) -> str:
     return "n/a" if not np.isfinite(p) else "< 0.001" if p < 0.001 else f"= {p:.3f}"
 
@@ -549,7 +553,7 @@ def answer(stats: dict, grid: dict | None = None) -> str:
                   f"{' (English control)' if row['inter_lang'] == 'en' else ''}: ρ = {row['r']:+.2f} (95 % CI "
                   f"{row['ci_low']:+.2f} to {row['ci_high']:+.2f}; p {_p(row['p'])}, Holm {_p(row['p_holm'])}; "
                   f"n = {row['n']} scores = {row['n_languages']} languages × {row['n_sizes']} sizes × "
-                  f"{row['n_seeds']} seeds), {row['slope_per_decade']:+.2f} points per tenfold size")
+                  f"{_count(row['n_seeds'], 'seed')}), {row['slope_per_decade']:+.2f} points per tenfold size")
         if np.isfinite(b["slope_ci_low"]):
             clause += f" (seed bootstrap {b['slope_ci_low']:+.2f} to {b['slope_ci_high']:+.2f})"
         if np.isfinite(w["r"]):
@@ -584,8 +588,8 @@ def answer(stats: dict, grid: dict | None = None) -> str:
     confound = ("" if budget.get("max_steps") or not grid else
                 " Corpus size also sets the number of intermediate training steps here (an epoch budget), so "
                 "size and compute are confounded.")
-    caution = (f"This is an association over a designed grid with {int(ok['n_languages'].max())} low-resource "
-               f"language(s) and {int(ok['n_seeds'].max())} seed(s); scores from one run or one baseline are not "
+    caution = (f"This is an association over a designed grid with {_count(ok['n_languages'].max(), 'low-resource language')} "
+               f"and {_count(ok['n_seeds'].max(), 'seed')}; scores from one run or one baseline are not "
                "independent, so the row-level p-values are optimistic and the seed bootstrap and the "
                f"within-language correlation are the safer guides.{confound}")
     return lead + verdict + caution + caveat
@@ -606,8 +610,11 @@ def _contrast_sentence(contrast: pd.DataFrame | None) -> str:
             part += (f"; its within-language correlation with log10 size r = {c['size_r']:+.2f} "
                      f"({c['size_ci_low']:+.2f} to {c['size_ci_high']:+.2f})")
         parts.append(part)
+    few = ("" if contrast["n_seeds"].max() >= 3 else
+           f" With {_count(contrast['n_seeds'].max(), 'seed')}, every language's difference comes from the same few "
+           "pairs of training runs, so these CIs, taken across languages, understate run-to-run noise.")
     return ("Language contrast on the low-resource languages (score after the non-English corpus minus after "
-            "the English one, same size and seed, so the baseline cancels): " + "; ".join(parts) + ". ")
+            "the English one, same size and seed, so the baseline cancels): " + "; ".join(parts) + "." + few + " ")
 
 
 # ----------------------------------------------------------------------------- tables
