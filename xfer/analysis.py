@@ -444,7 +444,7 @@ def contrast(deg: pd.DataFrame, definition: str) -> pd.DataFrame:
                    "size_r": np.nan, "size_ci_low": np.nan, "size_ci_high": np.nan, "size_p": np.nan}
             row = {"target_task": target, "inter_task": task, "inter_lang": lang,
                    "english_task": source if source in english else "", "aligned": aligned}
-            pair = pd.DataFrame(columns=keys + ["diff", "eval_lang", "inter_size", "seed"])
+            pair = pd.DataFrame(columns=keys + ["diff"])
             if source not in english:
                 note = f"no English {source} intermediate run in the grid to compare with"
             else:
@@ -468,19 +468,19 @@ def contrast(deg: pd.DataFrame, definition: str) -> pd.DataFrame:
                                    size_p=rm["pval"])
                     else:
                         note = "; ".join(filter(None, [note, "one common size: no size trend"]))
-            rows.append({**row, **res, "n": len(pair), **(_describe(pair) if len(pair) else
-                         {"n_languages": 0, "languages": "", "n_sizes": 0, "n_seeds": 0}), "note": note})
+            rows.append({**row, **res, "n": len(pair), **_describe(pair), "note": note})
     cols = ["target_task", "inter_task", "inter_lang", "english_task", "aligned", "mean_diff", "ci_low", "ci_high",
             "p", "cohen_d", "size_r", "size_ci_low", "size_ci_high", "size_p", "n", "n_languages", "languages",
             "n_sizes", "n_seeds", "note"]
-    return _holm(pd.DataFrame(rows, columns=cols).assign(family="contrast"), ["family"]).drop(columns="family")
+    return _holm(pd.DataFrame(rows, columns=cols), [])
 
 
 def _holm(df: pd.DataFrame, family: list[str]) -> pd.DataFrame:
-    """Holm-adjusted p (`pg.multicomp`) within each family, across groups (tasks × languages)."""
+    """Holm-adjusted p (`pg.multicomp`) within each family, across groups (tasks × languages);
+    no family columns: all rows are one family."""
     df = df.copy()
     df["p_holm"] = np.nan
-    for _, g in df.groupby(family):
+    for _, g in (df.groupby(family) if family else [(None, df)]):
         p = g["p"].astype(float).to_numpy()
         if np.isfinite(p).any():
             df.loc[g.index, "p_holm"] = pg.multicomp(p, method="holm")[1]

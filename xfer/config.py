@@ -216,7 +216,7 @@ def _override(node, key: str, value, item: str) -> None:
     if not rest:
         node[head] = value
         return
-    child = node.setdefault(head, {})
+    child = node.get(head)
     if child is None:
         child = node[head] = {}
     if not isinstance(child, (dict, list)):

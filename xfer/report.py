@@ -4,10 +4,9 @@ notebook to `index.html` and `report.pdf` with Debian's chromium, no TeX and no 
 
 from __future__ import annotations
 
-import re
-
 import html
 import os
+import re
 import shutil
 import subprocess
 import tempfile
