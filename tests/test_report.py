@@ -94,6 +94,31 @@ def test_table_moves_shared_columns_and_notes_out_of_the_way():
     assert "[1] n = 3 &lt; 4" in html
 
 
+def test_table_footnotes_a_language_list_repeated_over_regression_terms():
+    import pandas as pd
+
+    df = pd.DataFrame({"term": ["Intercept", "log10_size", "Intercept"], "coef": [1.0, 2.0, 3.0],
+                       "note": ["", "few seeds", ""], "languages": ["sw, yo", "sw, yo", "ht, qu"]})
+    html = report.table(df).data
+    assert "[1] few seeds" in html and "[2] sw, yo" in html and "[3] ht, qu" in html
+    assert html.count("sw, yo") == 1  # once, under the table, not once per row
+    unique = report.table(df.assign(languages=["a", "b", "c"])).data
+    assert ">b<" in unique  # a list that differs in every row stays in its cell
+
+
+def test_training_table_orders_runs_by_size_not_by_text(tmp_path):
+    import pandas as pd
+
+    pd.DataFrame({"phase": ["target"] * 3, "run_id": ["r1", "r2", "r3"], "task": ["panx"] * 3,
+                  "language": ["en"] * 3, "size": [500] * 3, "seed": [1] * 3,
+                  "upstream": ["sst2-en-3000", "sst2-en-300", "sst2-en-1000"], "random_init": [False] * 3,
+                  "selected_step": [250.0, None, 125.0], "train_seconds": [1.0] * 3}).to_csv(
+        tmp_path / "training.csv", index=False)
+    table = report.training(tmp_path)
+    assert list(table["upstream"]) == ["sst2-en-300", "sst2-en-1000", "sst2-en-3000"]
+    assert list(table.index) == [0, 1, 2] and str(table["selected_step"].dtype) == "Int64"
+
+
 def test_table_shows_a_single_row_as_fields():
     import pandas as pd
 

@@ -29,7 +29,7 @@ PRINT_CSS = """<style>
   h2 { font-size: 14pt; break-after: avoid; }
   .jp-RenderedHTMLCommon table { font-size: 7pt; }
   .jp-RenderedHTMLCommon td, .jp-RenderedHTMLCommon th { white-space: nowrap; padding: 0.2em 0.4em; }
-  .jp-RenderedHTMLCommon thead th { white-space: normal; overflow-wrap: anywhere; }
+  .jp-RenderedHTMLCommon thead th { white-space: normal; overflow-wrap: break-word; }
   .jp-OutputArea-output { overflow: visible; }
   .jp-OutputArea-output img { max-width: 100%; height: auto; break-inside: avoid; }
 }
@@ -146,9 +146,16 @@ def training(results_dir: str | Path) -> pd.DataFrame:
     if not path.exists() or path.stat().st_size <= 1:
         return pd.DataFrame()
     df = pd.read_csv(path)
+    df = df.sort_values(["phase", "random_init", "task", "language", "upstream", "size", "seed"],
+                        key=lambda s: s.astype(str).map(_natural) if s.name in ("upstream", "size") else s)
     df["size"] = df["size"].map(lambda v: "all" if pd.isna(v) else fmt_size(float(v)) if _number(v) else v)
-    df = df.sort_values(["phase", "random_init", "task", "language", "upstream", "seed"])
-    return df.drop(columns=[c for c in ("train_seconds",) if c in df]).round(3)
+    df["selected_step"] = df["selected_step"].astype("Int64")
+    return df.drop(columns=[c for c in ("train_seconds",) if c in df]).round(3).reset_index(drop=True)
+
+
+def _natural(label: str) -> str:
+    """Sort key that orders run labels by the numbers in them: sst2-en-300 before sst2-en-1000."""
+    return re.sub(r"\d+", lambda m: m.group().zfill(12), label)
 
 
 def _number(v) -> bool:
@@ -215,16 +222,27 @@ def table(df: pd.DataFrame, collapse: bool = True):
             for level in [n for n in df.index.names if df.index.get_level_values(n).nunique() == 1]:
                 shared.append(f"{level} <b>{html.escape(str(df.index.get_level_values(level)[0]))}</b>")
                 df = df.droplevel(level)
+    # long notes, and language lists that repeat over rows (one per regression term), become
+    # numbered footnotes under the table
     footnotes = []
-    if "note" in df.columns:  # long notes become numbered footnotes under the table
-        texts = [t for t in dict.fromkeys(df["note"].fillna("").astype(str)) if t]
-        footnotes = [f"[{i}] {t}" for i, t in enumerate(texts, 1)]
-        df["note"] = df["note"].fillna("").astype(str).map(lambda t: f"[{texts.index(t) + 1}]" if t else "")
+    for col in [c for c in ("note", "languages") if c in df.columns]:
+        cells = df[col].fillna("").astype(str)
+        if col == "languages" and cells.nunique() == len(cells):
+            continue
+        texts = [t for t in dict.fromkeys(cells) if t]
+        first = len(footnotes) + 1
+        footnotes += [f"[{i}] {t}" for i, t in enumerate(texts, first)]
+        df[col] = cells.map(lambda t, texts=texts, first=first: f"[{texts.index(t) + first}]" if t else "")
     styler = df.style.format({c: (lambda v, c=c: _cell(c, v)) for c in df.columns})
     wrap = [c for c in ("languages", "error") if c in df.columns]
     if wrap:
         styler = styler.set_properties(subset=wrap, **{"white-space": "normal", "min-width": "12em",
                                                        "text-align": "left"})
+    labels = [c for c in ("run_id", "upstream") if c in df.columns]  # long run labels break at a hyphen
+    if labels:
+        styler = styler.set_properties(subset=labels, **{"white-space": "normal"})
+    # headers break after an underscore, not between any two letters
+    styler = styler.format_index(lambda c: html.escape(str(c)).replace("_", "_<wbr>"), axis=1)
     if isinstance(df.index, pd.RangeIndex):
         styler = styler.hide(axis="index")
     small = '<p style="font-size: 85%; margin: 0.2em 0">'
