@@ -170,3 +170,9 @@ def test_random_init_control_gets_random_weights(micro_grid, tmp_path):
     assert wa.keys() == wb.keys()
     differ = [k for k in wa if not torch.equal(wa[k], wb[k])]
     assert any("encoder.layer.0.attention" in k for k in differ), "the control kept the pretrained weights"
+    from xfer.models import e5  # num_layers: 1 keeps the source's first layer, as it was
+
+    source = AutoModel.from_pretrained(e5.checkpoint(), add_pooling_layer=False).state_dict()
+    assert a.config.num_hidden_layers == 1 and not any("encoder.layer.1." in k for k in wa)
+    key = "encoder.layer.0.attention.self.query.weight"
+    assert torch.equal(wa[key], source[key])

@@ -86,8 +86,11 @@ def prepare(cfg: ModelConfig, dst: Path, keep_ids=None) -> tuple[str | Path, int
 
             torch.manual_seed(0)
             model = AutoModel.from_config(AutoConfig.from_pretrained(ckpt, **kwargs), add_pooling_layer=False)
-        else:
-            model = AutoModel.from_pretrained(ckpt, add_pooling_layer=False, **kwargs)
+        else:  # keep the first k layers by cutting the loaded stack, so no weight goes unexplained
+            model = AutoModel.from_pretrained(ckpt, add_pooling_layer=False)
+            if cfg.num_layers:
+                model.encoder.layer = model.encoder.layer[:cfg.num_layers]
+                model.config.num_hidden_layers = cfg.num_layers
         ckpt = save_checkpoint(model, load_tokenizer(ckpt), work / "layers", source=ckpt)
     kept = None
     if cfg.trim_vocab:
