@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import math
 import platform
 import re
@@ -79,7 +80,8 @@ def estimate_gpu_hours(runs: dict, samples_per_second: float, count=None,
     evaluation files); by default it reads the data. Evaluation runs at `eval_samples_per_second`,
     by default EVAL_SPEEDUP × the training rate. The rate must be for the study's model and shape:
     nothing is rescaled here, and dev scoring for model selection (`eval_every`) is not counted."""
-    count = count or published_count
+    # every evaluation run of a grid asks for the same files: read each once per estimate
+    count = count or functools.cache(published_count)
     eval_rate = eval_samples_per_second or EVAL_SPEEDUP * samples_per_second
     hours = {"pretrained": 0.0}  # a conversion on the CPU, not GPU work
     for phase in ("intermediate", "target"):

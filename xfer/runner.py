@@ -14,7 +14,6 @@ its downstream runs, and the report lists it. Usage:
 from __future__ import annotations
 
 import argparse
-import hashlib
 import itertools
 import os
 import socket
@@ -392,6 +391,8 @@ def provenance(files: list) -> dict:
 
     import torch
 
+    from xfer.models.assets import sha256_file
+
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root(), capture_output=True, text=True).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root(),
                            capture_output=True, text=True).stdout.strip()
@@ -399,7 +400,7 @@ def provenance(files: list) -> dict:
     for task_name, lang, split in files:
         try:
             p = get_task(task_name).path(lang, split)
-            sums[str(p.relative_to(data_dir()))] = hashlib.sha256(p.read_bytes()).hexdigest()
+            sums[str(p.relative_to(data_dir()))] = sha256_file(p)
         except (AssertionError, FileNotFoundError):
             sums[f"{task_name}/{lang}/{split}"] = "hub"
     pkgs = {}
