@@ -161,8 +161,10 @@ def test_mewslix_without_article_text_is_refused(tmp_path):
     with pytest.raises(DataError, match="no text"):
         TASKS["mewslix"].read_file(tmp_path / "m" / "wikinews_mentions-dev.jsonl")
 
-def test_hub_copies_that_cannot_give_the_task_are_refused_early(monkeypatch):
-    monkeypatch.setattr("xfer.tasks.retrieval.data_dir", lambda: None)
+
+@pytest.mark.parametrize("folder", ["hub", "a folder without these tasks"])
+def test_hub_copies_that_cannot_give_the_task_are_refused_early(folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("XFER_DATA_DIR", "hub" if folder == "hub" else str(tmp_path))
     for name, reason in [("mewslix", "not on the Hugging Face hub"), ("bucc", "only the gold pairs"),
                          ("lareqa", "no sentence segmentation")]:
         with pytest.raises(DataError, match=reason):

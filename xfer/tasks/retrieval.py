@@ -186,7 +186,7 @@ class RetrievalTask(Task):
             raise DataError(f"task {self.name!r} is a retrieval task: retrieval tasks have no training data "
                             f"(the encoder is evaluated as it is); evaluate on: {', '.join(self.splits)}")
         super().check_split(split)
-        if self.hub_unusable and data_dir() is None:
+        if self.hub_unusable and not self.reads_local():  # no folder, or one without this task's files
             raise DataError(f"task {self.name!r}: {self.hub_unusable}; then set XFER_DATA_DIR")
 
     def build_model(self, encoder):
