@@ -27,14 +27,17 @@ def cache_dir() -> Path:
 def data_dir() -> Path | None:
     """The local copy of the benchmarks' original files, or None to read from the hub.
 
-    `XFER_DATA_DIR` wins; otherwise `data/raw` in the checkout is used when it exists
-    (the Makefile unpacks `../shared/data` there)."""
+    `XFER_DATA_DIR` wins (`hub` reads the hub even where `data/raw` exists: how a hub grid is
+    planned on a machine whose folder holds only part of its tasks); otherwise `data/raw` in the
+    checkout is used when it exists (the Makefile unpacks `../shared/data` there)."""
     env = os.environ.get("XFER_DATA_DIR")
+    if env == "hub":
+        return None
     if env:
         path = Path(env)
         if not path.is_dir():
             raise FileNotFoundError(
-                f"XFER_DATA_DIR={env!r} is not a folder; unset it to read from the hub, "
+                f"XFER_DATA_DIR={env!r} is not a folder; set it to 'hub' to read from the hub, "
                 "or point it at a folder holding xtreme/ and extra/ (see README, Data)."
             )
         return path

@@ -40,6 +40,11 @@ def _task(field: str, name: str):
         raise ConfigError(f"{field}: unknown task {name!r}; registered tasks: {', '.join(sorted(TASKS))}") from None
 
 
+def _none_here() -> str:
+    """What `allowed:` says when the data folder holds none of what a field asks for."""
+    return f"none in the data folder {data_dir()} (XFER_DATA_DIR=hub reads the hub)"
+
+
 def _languages(field: str, task, split: str) -> list[str]:
     try:
         return task.languages(split)
@@ -71,7 +76,7 @@ def validate(grid: Grid) -> tuple[Grid, dict]:
         for lang in grid.intermediate.languages or have:
             if lang not in have:
                 raise ConfigError(f"intermediate.languages: {lang!r} has no {name} training data; "
-                                  f"allowed: {', '.join(have)}")
+                                  f"allowed: {', '.join(have) or _none_here()}")
             sizes = [s for s in grid.intermediate.sizes if s not in (0, "full")]
             if sizes and all(t.reads_local() for t in parts):  # a hub corpus is checked when its run loads it
                 n = corpus_sizes[f"{name}/{lang}"] = min(len(t.load(lang, "train")) for t in parts)
@@ -98,7 +103,7 @@ def validate(grid: Grid) -> tuple[Grid, dict]:
             have = _languages(f"{where}.language", trained, "train")
             if tc.language not in have:
                 raise ConfigError(f"{where}.language: {tc.language!r} has no {trained.name} training data; "
-                                  f"allowed: {', '.join(have) or 'none here (set train_task)'}")
+                                  f"allowed: {', '.join(have) or _none_here() + ', or set train_task'}")
             if tc.size and trained.reads_local():
                 n = len(trained.load(tc.language, "train"))
                 if tc.size > n:
@@ -109,8 +114,8 @@ def validate(grid: Grid) -> tuple[Grid, dict]:
         have = _languages(f"{where}.split" if tc.split else "evaluate.split", target, split)
         langs = have if grid.evaluate.languages == "all" else [l for l in grid.evaluate.languages if l in have]
         if not langs:
-            raise ConfigError(f"evaluate.languages: none has labelled {target.name} {split} data; "
-                              f"allowed: {', '.join(have)} or 'all'")
+            allowed = f"{', '.join(have)} or 'all'" if have else _none_here()
+            raise ConfigError(f"evaluate.languages: none has labelled {target.name} {split} data; allowed: {allowed}")
         offered[target.name] = have
         languages[tc.task] = list(langs)
         files |= {(target.name, lang, split) for lang in langs}

@@ -85,8 +85,8 @@ class Task:
             raise DataError(f"task {self.name!r} has no split {split!r}; splits: {', '.join(self.splits)}")
         if split in self.unlabelled and self.reads_local():  # the hub may carry the labels
             labelled = [s for s in self.splits if s not in self.unlabelled]
-            raise DataError(f"task {self.name!r}: the {split!r} split carries no labels in its release; "
-                            f"use one of: {', '.join(labelled)}")
+            raise DataError(f"task {self.name!r}: the {split!r} split carries no labels in the local files; "
+                            f"use one of: {', '.join(labelled)}, or read the hub (XFER_DATA_DIR=hub)")
 
     def load(self, lang: str, split: str) -> list[dict]:
         """Examples of one language and split: local files when a data folder is set, else the hub."""
