@@ -107,38 +107,28 @@ def test_kill_during_training_then_rerun_finishes_without_redoing(micro_grid):
 
 
 FAMILIES = """
+extends: micro.yaml
 name: families
-report_dir: {report}
-seeds: [1]
-model:
-  source: scratch
-  name: tiny
-  scratch: {{hidden_size: 32, num_layers: 1, num_heads: 2, intermediate_size: 64}}
-  trim_vocab: true
-intermediate:
-  task: panx
-  languages: [sw]
-  sizes: [0]
-  train: {{lr: 1.0e-3, batch_size: 16, max_steps: 2, max_length: 48}}
+intermediate.sizes: [0]
+intermediate.train: {lr: 1.0e-3, batch_size: 16, max_steps: 2, max_length: 48}
 target:
-  - {{task: xnli, train_task: xnli_derived, language: en, size: 32, split: dev,
-     train: {{lr: 1.0e-3, batch_size: 16, max_steps: 2, max_length: 64}}}}
-  - {{task: xcopa, train_task: copa, language: en, size: 32, split: test,
-     train: {{lr: 1.0e-3, batch_size: 16, max_steps: 2, max_length: 48}}}}
-  - {{task: xquad, train_task: tydiqa, language: en, size: 16, split: test,
-     train: {{lr: 1.0e-3, batch_size: 8, max_steps: 2, max_length: 128}}}}
-  - {{task: tatoeba, split: test}}
-evaluate:
-  languages: [de, sw, zh]
-  max_examples: 12
+  - {task: xnli, train_task: xnli_derived, language: en, size: 32, split: dev,
+     train: {lr: 1.0e-3, batch_size: 16, max_steps: 2, max_length: 64}}
+  - {task: xcopa, train_task: copa, language: en, size: 32, split: test,
+     train: {lr: 1.0e-3, batch_size: 16, max_steps: 2, max_length: 48}}
+  - {task: xquad, train_task: tydiqa, language: en, size: 16, split: test,
+     train: {lr: 1.0e-3, batch_size: 8, max_steps: 2, max_length: 128}}
+  - {task: tatoeba, split: test}
+evaluate: {languages: [de, sw, zh], max_examples: 12}
 """
 
 
 def test_every_family_through_the_phase_notebooks(micro_grid, tmp_path):
     """NLI, multiple choice, QA and retrieval targets through papermill, into one results table
     (tagging is the micro grid's own target above)."""
+    micro_grid()  # the micro grid's model and intermediate corpus, other targets
     path = tmp_path / "families.yaml"
-    path.write_text(FAMILIES.format(report=tmp_path / "report"))
+    path.write_text(FAMILIES)
     counts = runner.run_grid(path)
     assert counts["failed"] == 0, counts
     df = pd.read_csv(runner.collect(path) / "results.csv")
