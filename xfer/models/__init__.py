@@ -79,12 +79,12 @@ def prepare(cfg: ModelConfig, dst: Path, keep_ids=None) -> tuple[str | Path, int
     work.mkdir(parents=True)
     ckpt = source_checkpoint(cfg, work)
     if cfg.num_layers or cfg.random_init:
-        kwargs = {"num_hidden_layers": cfg.num_layers} if cfg.num_layers else {}
         if cfg.random_init:  # the control: the same architecture, nothing learnt
             import torch
             from transformers import AutoConfig
 
             torch.manual_seed(0)
+            kwargs = {"num_hidden_layers": cfg.num_layers} if cfg.num_layers else {}
             model = AutoModel.from_config(AutoConfig.from_pretrained(ckpt, **kwargs), add_pooling_layer=False)
         else:  # keep the first k layers by cutting the loaded stack, so no weight goes unexplained
             model = AutoModel.from_pretrained(ckpt, add_pooling_layer=False)

@@ -156,7 +156,7 @@ class QATask(Task):
         super().check_split(split)
         if split in self.local_unlabelled and self.reads_local():
             raise DataError(f"task {self.name!r}: the local {split!r} files are XTREME's release, whose answers are "
-                            f"removed (every answer blank); unset XFER_DATA_DIR to read the labelled hub split "
+                            f"removed (every answer blank); set XFER_DATA_DIR=hub to read the labelled hub split "
                             f"({self.hub_id}), or evaluate on another task")
 
     def languages(self, split):
