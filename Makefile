@@ -44,7 +44,7 @@ bench: setup $(DATA)
 	$(PY) -m xfer.bench
 
 lab: setup $(DATA)
-	.venv/bin/jupyter lab notebooks/
+	.venv/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/
 
 data: $(DATA)
 data/raw/.unpacked:
@@ -58,6 +58,7 @@ setup: .venv/.installed
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	-git rev-parse --git-dir >/dev/null 2>&1 && .venv/bin/nbstripout --install  # outputs never reach a commit
 	touch $@
 
 clean-runs:
