@@ -251,7 +251,8 @@ def _errors(e: ValidationError) -> list[str]:
             continue
         field = ".".join(str(p) for p in loc if not union(p))
         msg = err["msg"].removeprefix("Value error, ")
-        got = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else ""
+        value = err.get("input")
+        got = f" (got {value!r})" if not isinstance(value, dict) and repr(value) not in msg else ""
         line = f"{field}: {msg}{got}" if field else f"{msg}{got}"
         if line not in lines:
             lines.append(line)
