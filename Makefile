@@ -1,5 +1,7 @@
 # xfer — the table of contents. `make report` and `make test` do all set-up on a fresh machine.
 #   make report [PARAMS=params/x.yaml] [SET="seeds=[1] ..."]   run the grid (skips finished runs), render its report
+#     SET: overrides, KEY=VALUE items separated by blanks; a value may hold blanks and ';' (SET="seeds=[1, 2]
+#     target.size=50"). It reaches the runner as the environment variable XFER_SET, never through the shell.
 #   make plan   [PARAMS=...]             validate and print the grid, train nothing
 #   make test                            the test suite (real data from ../shared, tiny models)
 #   make model                           convert the offline mE5-small checkpoint (once per machine)
@@ -10,7 +12,8 @@
 
 PARAMS ?= params/cpu.yaml
 SET ?=
-ARGS := $(foreach s,$(SET),--set $(s))
+export XFER_SET := $(value SET)
+unexport SET
 PY := .venv/bin/python
 SHARED ?= ../shared
 # the data folder: XFER_DATA_DIR if set, else data/raw unpacked from ../shared when it is there
@@ -23,13 +26,13 @@ endif
 
 .PHONY: report plan run test model data bench carry lab clean-runs setup
 report: setup $(DATA)
-	$(PY) -m xfer.runner all $(PARAMS) $(ARGS)
+	$(PY) -m xfer.runner all $(PARAMS)
 
 plan: setup $(DATA)
-	$(PY) -m xfer.runner plan $(PARAMS) $(ARGS)
+	$(PY) -m xfer.runner plan $(PARAMS)
 
 run: setup $(DATA)
-	$(PY) -m xfer.runner run $(PARAMS) $(ARGS)
+	$(PY) -m xfer.runner run $(PARAMS)
 
 test: setup $(DATA)
 	$(PY) -m pytest -q tests

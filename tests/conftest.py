@@ -47,6 +47,7 @@ evaluate:
 def micro_grid(tmp_path, monkeypatch, data):
     """A five-run grid in a private runs folder, for end-to-end runner tests."""
     monkeypatch.setenv("XFER_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("XFER_OUTPUT", str(tmp_path))  # its report_dir lies there, outside the project
 
     def make(steps=4, name="micro.yaml"):
         path = tmp_path / name

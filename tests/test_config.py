@@ -71,7 +71,7 @@ def test_run_ids_are_stable_and_depend_on_params_and_upstream(data):
     ({"evaluate.split": "train"}, "evaluate.split", "'test'"),
     ({"model.source": "ftp"}, "model.source", "'hub'"),
     ({"intermediate.train.epochs": None}, "intermediate.train", "exactly one of 'epochs' or 'max_steps'"),
-    ({"seeds": []}, "seeds", "at least 1"),
+    ({"seeds": []}, "seeds", "at least one seed"),
     ({"low_resource": "poor"}, "low_resource", "joshi_le2"),
     ({"intermediate.sizes": [0, -5]}, "intermediate.sizes", ">= 0"),
 ])

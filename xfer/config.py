@@ -8,37 +8,63 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from xfer.paths import root
+from xfer.paths import output_path, plain_text, read_utf8, root
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def within(lo, hi, above: bool = False) -> AfterValidator:
+    """A number in lo..hi (above lo, when `above`): NaN and infinities fail too. Bounds on every
+    number keep a typo (`epochs: 1e300`, `lr: inf`) from reaching training, and the error names
+    the range, where pydantic's own messages name one bound."""
+    def check(v):
+        if v is None or ((lo < v) if above else (lo <= v)) and v <= hi:
+            return v
+        raise ValueError(f"{v!r} is out of range; allowed: {f'> {lo} and <= {hi}' if above else f'{lo}..{hi}'}")
+    return AfterValidator(check)
+
+
+def once(v: list, what: str = "value") -> list:
+    """A list that is not empty and names each item once: a repeat would only duplicate runs."""
+    if not v:
+        raise ValueError(f"the list is empty; allowed: at least one {what}")
+    twice = next((x for i, x in enumerate(v) if x in v[:i]), None)
+    if twice is not None:
+        raise ValueError(f"{twice!r} is listed twice; allowed: each {what} once")
+    return v
+
+
+BIG = 10**9  # corpus sizes and example counts
+STEPS = 10**7
+
+
 class TrainConfig(Strict):
     """One training phase. Exactly one of `epochs` / `max_steps` sets the budget: fixing steps
     across corpus sizes removes training compute as a confound of size."""
 
-    lr: float = Field(2e-5, gt=0)
-    batch_size: int = Field(32, ge=1)
-    grad_accum: int = Field(1, ge=1)
-    epochs: float | None = Field(None, gt=0)
-    max_steps: int | None = Field(None, ge=1)
-    max_length: int = Field(128, ge=8)
+    lr: Annotated[float, within(0, 1, above=True)] = 2e-5
+    batch_size: Annotated[int, within(1, 65536)] = 32
+    grad_accum: Annotated[int, within(1, 4096)] = 1
+    epochs: Annotated[float | None, within(0, 1000, above=True)] = None
+    max_steps: Annotated[int | None, within(1, STEPS)] = None
+    max_length: Annotated[int, within(8, 8192)] = 128
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
-    weight_decay: float = Field(0.01, ge=0)
-    save_every: int = Field(200, ge=1, description="optimizer steps between resumable training states")
+    weight_decay: Annotated[float, within(0, 10)] = 0.01
+    save_every: Annotated[int, within(1, STEPS)] = Field(200, description="optimizer steps between resumable training states")
     # model selection (the paper's early stopping): score the dev split of the *training* language
     # every `eval_every` steps and keep the best; target-language data is never looked at
-    eval_every: int | None = Field(None, ge=1)
-    patience: int | None = Field(None, ge=1)  # stop after this many evaluations without improvement
-    dev_max_examples: int | None = Field(2000, ge=1)
+    eval_every: Annotated[int | None, within(1, STEPS)] = None
+    patience: Annotated[int | None, within(1, 10**4)] = None  # stop after this many evaluations without improvement
+    dev_max_examples: Annotated[int | None, within(1, BIG)] = 2000
 
     @model_validator(mode="after")
     def one_budget(self):
@@ -48,20 +74,28 @@ class TrainConfig(Strict):
 
 
 class ScratchConfig(Strict):
-    hidden_size: int = 64
-    num_layers: int = 2
-    num_heads: int = 2
-    intermediate_size: int = 128
+    hidden_size: Annotated[int, within(1, 65536)] = 64
+    num_layers: Annotated[int, within(1, 1000)] = 2
+    num_heads: Annotated[int, within(1, 1024)] = 2
+    intermediate_size: Annotated[int, within(1, 262144)] = 128
+
+    @model_validator(mode="after")
+    def heads_divide_hidden(self):
+        if self.hidden_size % self.num_heads:
+            divisors = [d for d in range(1, min(self.hidden_size, 1024) + 1) if self.hidden_size % d == 0]
+            raise ValueError(f"num_heads {self.num_heads} does not divide hidden_size {self.hidden_size}; "
+                             f"allowed: {', '.join(map(str, divisors))}")
+        return self
 
 
 class ModelConfig(Strict):
     """Phase (i): where the pretrained encoder comes from, and the stated approximations."""
 
     source: Literal["hub", "local", "e5", "scratch"] = "hub"
-    name: str = "xlm-roberta-large"  # hub id, local folder, or a label for scratch/e5
+    name: Annotated[str, AfterValidator(plain_text)] = "xlm-roberta-large"  # hub id, local folder, or a label for scratch/e5
     scratch: ScratchConfig = ScratchConfig()
     trim_vocab: bool = False  # keep only embedding rows of token ids the study's data uses
-    num_layers: int | None = Field(None, ge=1)  # keep the first k layers
+    num_layers: Annotated[int | None, within(1, 1000)] = None  # keep the first k layers
     freeze_embeddings: bool = False
     random_init: bool = False  # same architecture, weights drawn at random (the control)
 
@@ -85,7 +119,7 @@ class IntermediateConfig(Strict):
     oversize: Literal["error", "skip"] = "error"  # a size above a language's corpus: refuse, or skip it
     # multi-task intermediates ("mnli+squad+sst2"): how micro-batches pick their task
     mixing: Literal["proportional", "uniform", "temperature"] = "proportional"
-    temperature: float = Field(2.0, gt=0)
+    temperature: Annotated[float, within(0, 100, above=True)] = 2.0
     train: TrainConfig
 
     @property
@@ -98,9 +132,14 @@ class IntermediateConfig(Strict):
         ints = [s for s in v if s != "full"]
         if any(s < 0 for s in ints):
             raise ValueError("sizes must be >= 0 (0 = no intermediate training) or 'full'")
-        if len(set(v)) != len(v):
-            raise ValueError("sizes must not repeat")
-        return v
+        if any(s > BIG for s in ints):
+            raise ValueError(f"{max(ints)} is out of range; allowed: 0..{BIG} or 'full'")
+        return once(v, "size")
+
+    @field_validator("task", "languages")
+    @classmethod
+    def listed_once(cls, v, info):
+        return once(v, info.field_name.rstrip("s")) if isinstance(v, list) else v
 
 
 class TargetConfig(Strict):
@@ -111,7 +150,7 @@ class TargetConfig(Strict):
     task: str = "udpos"
     train_task: str | None = None  # default: the target task's own training split
     language: str = "en"
-    size: int | None = Field(None, ge=1)  # cap on the target training set (None = all)
+    size: Annotated[int | None, within(1, BIG)] = None  # cap on the target training set (None = all)
     train: TrainConfig | None = None  # required unless the target is a retrieval task
     split: Literal["test", "dev"] | None = None  # evaluation split; default evaluate.split
 
@@ -125,15 +164,20 @@ class EvaluateConfig(Strict):
 
     languages: list[str] | Literal["all"] = "all"
     split: Literal["test", "dev"] = "test"
-    max_examples: int | None = Field(None, ge=1)  # per language, the first N (for quick presets)
-    batch_size: int = Field(64, ge=1)
+    max_examples: Annotated[int | None, within(1, BIG)] = None  # per language, the first N (for quick presets)
+    batch_size: Annotated[int, within(1, 65536)] = 64
+
+    @field_validator("languages")
+    @classmethod
+    def listed_once(cls, v):
+        return once(v, "language") if isinstance(v, list) else v
 
 
 class Grid(Strict):
     name: str
     description: str = ""
     report_dir: str | None = None  # default report/<name>
-    seeds: list[int] = Field(min_length=1)
+    seeds: list[Annotated[int, within(0, 2**31 - 1)]]
     low_resource: Literal["joshi_le2", "cc100_lt_2GiB_or_unseen", "both", "either"] = "joshi_le2"
     # also train and evaluate the baseline on the same architecture with random weights, so
     # the report shows what pre-training buys (a methods table, not part of the analysis)
@@ -143,12 +187,33 @@ class Grid(Strict):
     target: TargetConfig | list[TargetConfig]
     evaluate: EvaluateConfig = EvaluateConfig()
 
+    @field_validator("name")
+    @classmethod
+    def plain_name(cls, v):
+        """The name is a folder name (report/<name>) and a label, never a path."""
+        if not re.fullmatch(r"\w[\w.+-]*", v):
+            raise ValueError(f"{v!r} is not a plain name; allowed: letters, digits and . _ + - (not first), "
+                             "no '/' or '..' (report_dir sets the folder)")
+        return v
+
+    @field_validator("seeds", "target")
+    @classmethod
+    def listed_once(cls, v, info):
+        return once(v, info.field_name.rstrip("s")) if isinstance(v, list) else v
+
+    @field_validator("report_dir")
+    @classmethod
+    def report_inside(cls, v):
+        if v is not None:
+            output_path(v)  # refuses a folder outside the project (or XFER_OUTPUT)
+        return v
+
     @property
     def targets(self) -> list[TargetConfig]:
         return self.target if isinstance(self.target, list) else [self.target]
 
     def report_path(self) -> Path:
-        return root() / (self.report_dir or f"report/{self.name}")
+        return output_path(self.report_dir or f"report/{self.name}")
 
 
 class ConfigError(ValueError):
@@ -166,24 +231,68 @@ def load_grid(path: str | Path, overrides: list[str] = ()) -> Grid:
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. intermediate.sizes=[0,100]")
-        _override(raw, key, yaml.safe_load(value), item)
+        _override(raw, key, parse_yaml(value, f"override {item!r}"), item)
     try:
         return Grid.model_validate(raw)
     except ValidationError as e:
-        lines = [f"{path}: invalid parameters:"]
-        for err in e.errors():
-            field = ".".join(str(p) for p in err["loc"])
-            lines.append(f"  {field}: {err['msg']}" + (f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else ""))
-        raise ConfigError("\n".join(lines)) from None
+        raise ConfigError("\n".join(f"{path}: {line}" for line in _errors(e))) from None
+
+
+def _errors(e: ValidationError) -> list[str]:
+    """One line per error: the dotted field, pydantic's message, the value given. Where a field
+    is a union (one target or a list of them), only the branch the value has the shape of speaks."""
+    union = lambda part: isinstance(part, str) and not re.fullmatch(r"[a-z_][a-z0-9_]*", part) or part in ("str", "int")
+    errs = e.errors()
+    deeper = {err["loc"][:i] for err in errs for i, part in enumerate(err["loc"]) if union(part) and len(err["loc"]) > i + 1}
+    lines = []
+    for err in errs:
+        loc = err["loc"]
+        if union(loc[-1]) and loc[:-1] in deeper:  # the value has the other branch's shape
+            continue
+        field = ".".join(str(p) for p in loc if not union(p))
+        msg = err["msg"].removeprefix("Value error, ")
+        value = err.get("input")
+        got = f" (got {value!r})" if not isinstance(value, dict) and repr(value) not in msg else ""
+        line = f"{field}: {msg}{got}" if field else f"{msg}{got}"
+        if line not in lines:
+            lines.append(line)
+    return lines
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key repeated in one mapping (plain YAML keeps the last, so
+    a pasted second `seeds:` would silently win)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} repeated (first at line {seen[key] + 1}); allowed: each key once",
+                    key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
+def parse_yaml(text: str, where: str):
+    """YAML to Python, or one line naming `where`, the line and column, and the problem."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f"line {mark.line + 1}, column {mark.column + 1}" if mark else f"character {getattr(e, 'position', 0) + 1}"
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(f"{where}: {at}: malformed YAML: {' '.join(problem.split())}") from None
 
 
 def _read_params(path: Path, seen: tuple = ()) -> dict:
     if not path.exists():
         raise ConfigError(f"params file {path} does not exist (presets: {', '.join(presets())})")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: malformed YAML: {e}") from None
+        raw = parse_yaml(read_utf8(path), str(path))
+    except UnicodeError as e:
+        raise ConfigError(str(e)) from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of settings at the top level, got {type(raw).__name__}")
     if "extends" not in raw:
@@ -195,6 +304,26 @@ def _read_params(path: Path, seen: tuple = ()) -> dict:
     for key, value in raw.items():
         _override(merged, key, value, f"{path}: {key}")
     return merged
+
+
+def split_overrides(text: str) -> list[str]:
+    """`KEY=VALUE` items from one string as a user types it (`make plan SET="seeds=[1, 2] target.size=50"`):
+    a new item starts at a blank followed by `dotted.key=`, outside brackets and quotes, so a
+    value may hold blanks, `;` or `=` (`name=a;b` is one item, for the validator to judge)."""
+    items, depth, quote, start = [], 0, None, 0
+    for i, c in enumerate(text):
+        if quote:
+            quote = None if c == quote else quote
+        elif c in "'\"":
+            quote = c
+        elif c in "[{":
+            depth += 1
+        elif c in "]}":
+            depth = max(0, depth - 1)
+        elif c.isspace() and depth == 0 and re.match(r"\s+[A-Za-z_][\w.]*=", text[i:]) and text[start:i].strip():
+            items.append(text[start:i].strip())
+            start = i + 1
+    return items + ([text[start:].strip()] if text[start:].strip() else [])
 
 
 def _override(node, key: str, value, item: str) -> None:
@@ -293,6 +422,8 @@ def expand(grid: Grid, data_signature: dict | None = None) -> dict[str, list[Run
         upstream = pretrained.id
         n = sig.get("corpus_sizes", {}).get(f"{task}/{lang}")
         if size not in (0, "full") and n is not None and size > n:  # validated: oversize is "skip"
+            continue
+        if size == "full" and n in grid.intermediate.sizes:  # the same corpus as size n: run it once
             continue
         if size != 0:
             run = Run(

@@ -1,6 +1,10 @@
-"""Training sets as the grid asks for them: nested, seeded subsets of a task's corpus."""
+"""Training sets as the grid asks for them: nested, seeded subsets of a task's corpus; and the
+content digests of the files a grid reads, which its run ids hash."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import numpy as np
 
@@ -21,3 +25,39 @@ def subsample(n_total: int, size: int | str | None, seed: int) -> np.ndarray:
 def training_set(task_name: str, lang: str, size, seed: int, split: str = "train") -> list[dict]:
     examples = get_task(task_name).load(lang, split)
     return [examples[i] for i in subsample(len(examples), size, seed)]
+
+
+
+def read_checked(task, lang: str, split: str) -> tuple[int, dict[str, str]]:
+    """The number of examples in one language and split of a local task, every line of its files
+    checked by the task's reader, and the sha256 of each file it reads (run ids hash them, so a
+    changed file gives new runs). Both are kept in `<cache>/data-files.json` under the files'
+    sizes and mtimes and the readers' own (xfer/tasks), so planning rereads only what changed."""
+    from xfer.models.assets import sha256_file
+    from xfer.paths import cache_dir, read_json, write_json
+
+    store = cache_dir() / "data-files.json"
+    try:
+        cache = read_json(store)
+    except (OSError, ValueError):  # none yet, or unreadable: it is only a cache
+        cache = {}
+    digests, changed = cache.setdefault("sha256", {}), False
+    paths = task.files(lang, split)
+    stamps = {str(p.resolve()): [p.stat().st_size, p.stat().st_mtime_ns] for p in paths}
+    for key, stamp in stamps.items():
+        if digests.get(key, [None])[:2] != stamp:
+            digests[key] = [*stamp, sha256_file(Path(key))]
+            changed = True
+    readers = max(p.stat().st_mtime_ns for p in Path(__file__).with_name("tasks").glob("*.py"))
+    key = f"{task.name} {lang} {split} {paths[0].resolve()}"
+    version = [sorted(stamps.items()), readers]
+    seen = cache.setdefault("examples", {}).get(key)
+    if seen is None or seen[0] != json.loads(json.dumps(version)):
+        seen = cache["examples"][key] = [version, len(task.load(lang, split))]
+        changed = True
+    if changed:
+        try:
+            write_json(store, cache)
+        except OSError:  # a read-only cache folder costs speed, not correctness
+            pass
+    return seen[1], {str(p): digests[str(p.resolve())][2] for p in paths}

@@ -45,6 +45,41 @@ def data_dir() -> Path | None:
     return default if default.is_dir() else None
 
 
+def read_utf8(path: Path) -> str:
+    """A text file's contents. A byte that is not UTF-8 raises UnicodeError naming the file, line
+    and column, where the codec's own error names neither file nor line."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        column = e.start - data.rfind(b"\n", 0, e.start)
+        raise UnicodeError(f"{path}:{line}: column {column}: byte 0x{data[e.start]:02x} is not UTF-8; "
+                           "allowed: UTF-8 text") from None
+
+
+def plain_text(value: str) -> str:
+    """A name or path from a params file: no NUL or control character (one would end a C string
+    or a line of a log, and crash or mislead far from the params file)."""
+    bad = next((c for c in value if ord(c) < 32 or ord(c) == 127), None)
+    if bad is not None:
+        raise ValueError(f"{value!r} holds the control character {bad!r}; allowed: printable characters")
+    return value
+
+
+def output_path(value: str) -> Path:
+    """A folder the project writes to, from a params file: relative to the root, and inside it
+    (or inside `XFER_OUTPUT`, a root the user names for output elsewhere), so no setting sends
+    results, notebooks or a PDF outside the project."""
+    path = (root() / plain_text(value)).resolve()
+    inside = [root().resolve()] + ([Path(os.environ["XFER_OUTPUT"]).resolve()] if os.environ.get("XFER_OUTPUT") else [])
+    if not any(path.is_relative_to(r) and (path != r or r != inside[0]) for r in inside):
+        where = " or XFER_OUTPUT=" + str(inside[1]) if len(inside) > 1 else ""
+        raise ValueError(f"{value!r} resolves to {path}, outside the project; allowed: a folder inside {inside[0]}"
+                         f"{where} (set XFER_OUTPUT to write elsewhere)")
+    return path
+
+
 def write_json(path: Path, obj) -> None:
     """Write atomically: a crash leaves the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,8 @@ import time
 import traceback
 from pathlib import Path
 
-from xfer.config import ConfigError, Grid, ModelConfig, Run, TargetConfig, expand, load_grid
+from xfer.config import ConfigError, Grid, ModelConfig, Run, TargetConfig, expand, load_grid, split_overrides
+from xfer.data import read_checked
 from xfer.paths import data_dir, read_json, root, runs_dir, write_json
 from xfer.tasks import TASKS, get_task
 from xfer.tasks.base import DataError
@@ -55,8 +56,10 @@ def _languages(field: str, task, split: str) -> list[str]:
 def validate(grid: Grid) -> tuple[Grid, dict]:
     """Check every name, language and size against the data before any training starts.
 
-    Returns the grid and the data signature: the files the study reads and the evaluation
-    languages per target (`all` resolved), which the pretrained step's id depends on."""
+    Every local file the grid reads is read here, once, so a bad line stops the grid before
+    training. Returns the grid and the data signature: the files the study reads, their sha256
+    ("hub" for hub data), and the evaluation languages per target (`all` resolved), which the
+    pretrained step's id depends on: a changed file gives new runs."""
     try:
         folder = data_dir()
     except FileNotFoundError as e:
@@ -64,7 +67,24 @@ def validate(grid: Grid) -> tuple[Grid, dict]:
     if folder is None and os.environ.get("HF_DATASETS_OFFLINE") == "1":
         raise ConfigError("no data folder: set XFER_DATA_DIR to the unpacked benchmark files "
                           "(`make data` unpacks ../shared/data into data/raw), or unset HF_DATASETS_OFFLINE to use the hub")
-    files, own, corpus_sizes = set(), {}, {}
+    if grid.model.source == "local" and not (Path(grid.model.name) / "config.json").is_file():
+        raise ConfigError(f"model.name: {grid.model.name!r} is not a checkpoint folder (no config.json there); "
+                          "allowed: a local folder holding a Hugging Face checkpoint, or another model.source")
+    counts, digests = {}, {}
+
+    def count(task, lang: str, split: str, field: str) -> int:
+        """Examples in a local file, each file read (and every line checked) once."""
+        if (task.name, lang, split) not in counts:
+            try:
+                if not task.path(lang, split).exists():
+                    task.load(lang, split)  # says which languages have the split
+                counts[task.name, lang, split], sums = read_checked(task, lang, split)
+            except DataError as e:  # names the file and line
+                raise ConfigError(f"{field}: {e}" if field else str(e)) from None
+            digests.update({str(Path(p).relative_to(folder)): d for p, d in sums.items()})
+        return counts[task.name, lang, split]
+
+    files, own, corpus_sizes, notes = set(), {}, {}, []
     for name in grid.intermediate.tasks:
         parts = [_task("intermediate.task", part) for part in name.split("+")]  # "a+b": multi-task
         have = sorted(set.intersection(*(set(_languages("intermediate.languages", t, "train")) for t in parts)))
@@ -79,11 +99,14 @@ def validate(grid: Grid) -> tuple[Grid, dict]:
                                   f"allowed: {', '.join(have) or _none_here()}")
             sizes = [s for s in grid.intermediate.sizes if s not in (0, "full")]
             if sizes and all(t.reads_local() for t in parts):  # a hub corpus is checked when its run loads it
-                n = corpus_sizes[f"{name}/{lang}"] = min(len(t.load(lang, "train")) for t in parts)
+                n = corpus_sizes[f"{name}/{lang}"] = min(count(t, lang, "train", "intermediate.task") for t in parts)
                 if max(sizes) > n and grid.intermediate.oversize == "error":
                     raise ConfigError(f"intermediate.sizes: {max(sizes)} is larger than the {name} training "
                                       f"set in {lang!r} ({n} examples); allowed: 0..{n} or 'full' "
                                       "(or intermediate.oversize: skip)")
+                if n in sizes and "full" in grid.intermediate.sizes:  # expand() drops the 'full' one
+                    notes.append(f"note: intermediate.sizes: {n} and 'full' are the same {name} corpus in {lang!r} "
+                                 f"({n} examples); it runs once, as size {n}")
             files |= {(t.name, lang, "train") for t in parts}
     languages, offered = {}, {}
     for i, tc in enumerate(grid.targets):
@@ -105,7 +128,7 @@ def validate(grid: Grid) -> tuple[Grid, dict]:
                 raise ConfigError(f"{where}.language: {tc.language!r} has no {trained.name} training data; "
                                   f"allowed: {', '.join(have) or _none_here() + ', or set train_task'}")
             if tc.size and trained.reads_local():
-                n = len(trained.load(tc.language, "train"))
+                n = count(trained, tc.language, "train", f"{where}.task")
                 if tc.size > n:
                     raise ConfigError(f"{where}.size: {tc.size} is larger than the {trained.name} training set "
                                       f"({n} examples); allowed: 1..{n} or null (all)")
@@ -125,11 +148,21 @@ def validate(grid: Grid) -> tuple[Grid, dict]:
                 allowed = sorted(set().union(*offered.values()))
                 raise ConfigError(f"evaluate.languages: {lang!r} has no labelled data in any target "
                                   f"({', '.join(offered)}); allowed: {', '.join(allowed)} or 'all'")
-    signature = {"files": [list(f) for f in sorted(files)], "languages": languages}
+    checksums = {}
+    for task_name, lang, split in sorted(files):
+        task = get_task(task_name)
+        if task.reads_local():
+            count(task, lang, split, "")  # the message names the file and line
+        else:
+            checksums[f"{task_name}/{lang}/{split}"] = "hub"
+    checksums.update(sorted(digests.items()))
+    signature = {"files": [list(f) for f in sorted(files)], "languages": languages, "checksums": checksums}
     if own:
         signature["own_language"] = own
-    if grid.intermediate.oversize == "skip":
+    if corpus_sizes:
         signature["corpus_sizes"] = corpus_sizes
+    for note in notes:  # once the grid is valid
+        print(note, file=sys.stderr)
     return grid, signature
 
 
@@ -450,12 +483,15 @@ def main(argv=None):
     ap.add_argument("command", choices=["plan", "run", "report", "all"])
     ap.add_argument("params", help="a params/*.yaml grid")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a setting, e.g. --set intermediate.sizes=[0,100] --set seeds=[1] (YAML values)")
+                    help="override a setting, e.g. --set intermediate.sizes=[0,100] --set seeds=[1] (YAML values); "
+                         "the environment's XFER_SET holds more, blank-separated: 'seeds=[1, 2] target.size=50'")
     args = ap.parse_args(argv)
+    # `make ... SET=...` passes its overrides here, in the environment: no shell parses them again
+    args.overrides = split_overrides(os.environ.get("XFER_SET", "")) + args.overrides
     try:
         grid, runs = plan(args.params, args.overrides)
     except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print("\n".join(f"error: {line}" for line in str(e).splitlines()), file=sys.stderr)
         return 2
     print(summary(grid, runs), flush=True)
     if args.command == "plan":

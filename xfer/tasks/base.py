@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import glob
+import io
+import json
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from xfer.paths import data_dir, root
+from xfer.paths import data_dir, read_utf8, root
 
 
 def pad(features: list[dict], pad_id: int) -> dict:
@@ -44,6 +47,23 @@ class DataError(ValueError):
     """A split, language or file that cannot be had; the message says what can."""
 
 
+def open_utf8(path: Path) -> io.StringIO:
+    """The file's text as `open(path, encoding="utf-8")` reads it (universal newlines); a byte
+    that is not UTF-8 stops with the file, line and column, where the codec names neither."""
+    try:
+        return io.StringIO(read_utf8(path), newline=None)
+    except UnicodeError as e:
+        raise DataError(str(e)) from None
+
+
+def read_json(path: Path):
+    """A JSON file; a syntax error names the file, line and column."""
+    try:
+        return json.load(open_utf8(path))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}:{e.lineno}: column {e.colno}: not valid JSON ({e.msg})") from None
+
+
 @dataclass(frozen=True)
 class Task:
     name: str
@@ -63,6 +83,12 @@ class Task:
         root = data_dir()
         assert root is not None
         return root / self.local.format(lang=lang, split=split)
+
+    def files(self, lang: str, split: str) -> list[Path]:
+        """Every local file one (language, split) reads: its own and those beside it of the same
+        stem (Tatoeba's .eng, BUCC's .en and .gold). Their contents go into the run ids."""
+        path = self.path(lang, split)
+        return sorted({path, *path.parent.glob(glob.escape(path.stem) + ".*")}) if path.suffix else [path]
 
     def reads_local(self) -> bool:
         """Local files when the data folder holds any of this task's; else the hub, so a task whose
@@ -98,7 +124,10 @@ class Task:
             have = self.languages(split)
             raise DataError(f"task {self.name!r} has no {split} data for language {lang!r} in {data_dir()}; "
                             f"languages with {split} data: {', '.join(have) or 'none'}")
-        return self.read_file(path)
+        examples = self.read_file(path)
+        if not examples:  # an empty file would fail far downstream (an empty array to a metric)
+            raise DataError(f"{path}: no examples (the file is empty); allowed: a file with at least one")
+        return examples
 
     def read_hub(self, lang: str, split: str) -> list[dict]:
         import datasets

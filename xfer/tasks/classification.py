@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from xfer.paths import data_dir
-from xfer.tasks.base import DataError, Task, language_name, pad, xtreme_languages
+from xfer.tasks.base import DataError, Task, language_name, open_utf8, pad, xtreme_languages
 
 NLI = ("entailment", "neutral", "contradiction")
 # spellings of NLI labels in the releases: IndoNLI/ANLI's e/n/c, XNLI-MT's "contradictory"
@@ -35,18 +35,45 @@ class Examples(list):
     dropped: int = 0
 
 
-def read_records(path: Path, names: tuple[str, ...] = ()) -> list[dict]:
-    """Rows of a JSON-lines, CSV or TSV file as dicts. A TSV with `names` has no header row;
-    TSVs are read unquoted (GLUE style: a leading '"' is text). A short row lacks its last fields."""
+def read_records(path: Path, names: tuple[str, ...] = (), convert=lambda row: row) -> list:
+    """`convert` of each row of a JSON-lines, CSV or TSV file (as a dict). A TSV with `names` has
+    no header row, and may lack its last column (the label) throughout: an unlabelled release.
+    TSVs are read unquoted (GLUE style: a leading '"' is text). Every row has the file's number
+    of columns, and a row that does not parse or convert stops with the file and line."""
     path = Path(path)
-    with open(path, encoding="utf-8") as f:
+    out = []
+    with open_utf8(path) as f:
         if path.suffix in (".jsonl", ".json"):
-            return [json.loads(line) for line in f if line.strip()]
-        if path.suffix == ".csv":
-            return list(csv.DictReader(f))
-        rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        names = names or next(rows)
-        return [dict(zip(names, row)) for row in rows if row]
+            rows = ((n, line) for n, line in enumerate(f, 1) if line.strip())
+        elif path.suffix == ".csv":
+            reader = csv.DictReader(f)
+            rows = ((reader.line_num, row) for row in reader)
+        else:
+            reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+            header = not names
+            names = names or next(reader, [])
+            rows = ((reader.line_num, row) for row in reader if row)
+        width = None
+        for n, row in rows:
+            try:
+                if path.suffix in (".jsonl", ".json"):
+                    row = json.loads(row)
+                    if not isinstance(row, dict):
+                        raise ValueError(f"a JSON {type(row).__name__}, not an object")
+                elif path.suffix == ".csv":
+                    if None in row or None in row.values():
+                        raise ValueError(f"{'more' if None in row else 'fewer'} comma-separated columns than the header; "
+                                         f"allowed: {len(reader.fieldnames)} ({', '.join(reader.fieldnames)})")
+                else:
+                    width = width or (len(names) - 1 if not header and len(row) == len(names) - 1 else len(names))
+                    if len(row) != width:
+                        raise ValueError(f"{len(row)} tab-separated columns; allowed: {width} ({', '.join(names[:width])})")
+                    row = dict(zip(names, row))
+                out.append(convert(row))
+            except (ValueError, KeyError, TypeError, IndexError) as e:
+                msg = f"field {e.args[0]!r} is missing" if isinstance(e, KeyError) else str(e)
+                raise DataError(f"{path}:{n}: {msg}") from None
+    return out
 
 
 def keep_labelled(examples: list[dict], source: str) -> Examples:
@@ -152,7 +179,7 @@ class ClassificationTask(FileTask):
                 "label": self.label_of(row.get(label))}
 
     def read_file(self, path: Path) -> Examples:
-        return keep_labelled([self.example(r, self.text, self.label) for r in read_records(path, self.header)],
+        return keep_labelled(read_records(path, self.header, lambda r: self.example(r, self.text, self.label)),
                              str(path))
 
     def from_hub(self, row: dict) -> dict:

@@ -75,7 +75,7 @@ class MultipleChoiceTask(FileTask):
         return ex
 
     def read_file(self, path: Path):
-        return keep_labelled([self.example(r) for r in read_records(path)], str(path))
+        return keep_labelled(read_records(path, convert=self.example), str(path))
 
     def from_hub(self, row: dict) -> dict:
         return self.example(row)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from xfer.tasks.base import DataError, Task, language_name, pad
+from xfer.tasks.base import DataError, Task, language_name, pad, read_json
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +34,13 @@ MAX_ANSWER_TOKENS = 30  # run_qa's max_answer_length
 def read_squad(path: Path) -> list[dict]:
     """SQuAD v1.1 / v2.0 JSON (also XQuAD, MLQA, TyDiQA-GoldP): one example per question.
     Blank answers (SQuAD v2's unanswerable questions, or labels removed) become no answer."""
-    with open(path, encoding="utf-8") as f:
-        data = json.load(f)["data"]
-    return [{"id": qa["id"], "title": article.get("title", ""), "context": p["context"],
-             "question": qa["question"],
-             "answers": [{"text": a["text"], "answer_start": a["answer_start"]} for a in qa["answers"] if a["text"]]}
-            for article in data for p in article["paragraphs"] for qa in p["qas"]]
+    try:
+        return [{"id": qa["id"], "title": article.get("title", ""), "context": p["context"],
+                 "question": qa["question"],
+                 "answers": [{"text": a["text"], "answer_start": a["answer_start"]} for a in qa["answers"] if a["text"]]}
+                for article in read_json(path)["data"] for p in article["paragraphs"] for qa in p["qas"]]
+    except (KeyError, TypeError) as e:
+        raise DataError(f"{path}: not in the SQuAD layout (data / paragraphs / qas; {type(e).__name__}: {e})") from None
 
 
 # -- metrics ------------------------------------------------------------------------------

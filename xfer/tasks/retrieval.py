@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from xfer.paths import data_dir, root
-from xfer.tasks.base import DataError, Task, pad
+from xfer.tasks.base import DataError, Task, open_utf8, pad, read_json
 
 
 @dataclass(frozen=True, eq=False)
@@ -277,7 +277,7 @@ class TatoebaTask(RetrievalTask):
         return sorted(have & set(self.languages_hint))  # the benchmark's languages, of the 112 the release has
 
     def read_file(self, path):
-        read = lambda p: p.read_text(encoding="utf-8").rstrip("\n").split("\n")
+        read = lambda p: open_utf8(p).read().rstrip("\n").split("\n")
         src, eng = read(path), read(path.with_suffix(".eng"))
         if len(src) != len(eng):
             raise DataError(f"{path}: {len(src)} sentences but {len(eng)} English ones; the files must be line-aligned")
@@ -292,9 +292,17 @@ class TatoebaTask(RetrievalTask):
 
 # BUCC -------------------------------------------------------------------------------------
 
-def read_tsv_sentences(path: Path) -> dict[str, str]:
-    with open(path, encoding="utf-8") as f:
-        return dict(line.rstrip("\n").split("\t", 1) for line in f if line.strip())
+def read_tsv_sentences(path: Path, columns: int = 2) -> list[list[str]]:
+    """Rows of `columns` tab-separated fields (`id<TAB>sentence`; a gold file's `id<TAB>id`)."""
+    rows = []
+    with open_utf8(path) as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                row = line.rstrip("\n").split("\t", columns - 1)
+                if len(row) != columns or not all(row):
+                    raise DataError(f"{path}:{n}: {len(row)} tab-separated column(s); allowed: {columns} (id, text)")
+                rows.append(row)
+    return rows
 
 
 @dataclass(frozen=True)
@@ -311,13 +319,10 @@ class BuccTask(RetrievalTask):
         return [l for l in langs if self.path(l, split).exists() and self.path(l, split).with_suffix(".en").exists()]
 
     def read_file(self, path):
-        src, eng = read_tsv_sentences(path), read_tsv_sentences(path.with_suffix(".en"))
+        src, eng = dict(read_tsv_sentences(path)), dict(read_tsv_sentences(path.with_suffix(".en")))
         gold: dict[str, list[str]] = {}
-        with open(path.with_suffix(".gold"), encoding="utf-8") as f:
-            for line in f:
-                if line.strip():
-                    s, t = line.split()
-                    gold.setdefault(s, []).append(t)
+        for s, t in read_tsv_sentences(path.with_suffix(".gold")):
+            gold.setdefault(s, []).append(t.strip())
         pool = Pool(tuple(eng), tuple(eng.values()))
         return [{"id": i, "text": text, "gold": tuple(gold.get(i, ())), "pool": pool} for i, text in src.items()]
 
@@ -331,8 +336,7 @@ def read_xquad_r(folder: Path) -> tuple[dict[str, list[tuple[str, str]]], dict[s
     questions, answers, ids, texts = {}, {}, [], []
     for path in sorted(folder.glob("*.json")):
         lang = path.stem
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)["data"]
+        data = read_json(path)["data"]
         questions[lang] = []
         for a, article in enumerate(data):
             for p, par in enumerate(article["paragraphs"]):
@@ -353,6 +357,9 @@ class LareqaTask(RetrievalTask):
     the sentences of all 11 languages (the candidates are the sentences alone, without their
     paragraph)."""
 
+    def files(self, lang, split):
+        return sorted(self.path(lang, split).parent.glob("*.json"))  # the pool holds every language
+
     def read_file(self, path):
         questions, answers, pool = read_xquad_r(Path(path).parent)
         return [{"id": q, "text": text, "gold": answers[q], "pool": pool} for q, text in questions[Path(path).stem]]
@@ -364,7 +371,7 @@ class LareqaTask(RetrievalTask):
 def read_entities(path: Path) -> Pool:
     """candidate_set_entities.jsonl: one entity per line, represented by its description."""
     ids, texts = [], []
-    with open(path, encoding="utf-8") as f:
+    with open_utf8(path) as f:
         for line in f:
             e = json.loads(line)
             ids.append(e["entity_id"])
@@ -376,7 +383,7 @@ def read_mentions(path: Path, pool: Pool) -> list[dict]:
     """wikinews_mentions-<split>.jsonl: an article per line with its mentions; a query is
     (mention text, the sentence that holds it)."""
     examples = []
-    with open(path, encoding="utf-8") as f:
+    with open_utf8(path) as f:
         for line in f:
             doc = json.loads(line)
             ctx = doc["context"]
@@ -409,8 +416,11 @@ class MewsliXTask(RetrievalTask):
         path = self.path("", split)
         if not path.exists():
             return []
-        with open(path, encoding="utf-8") as f:
+        with open_utf8(path) as f:
             return sorted({json.loads(line)["context"]["language"] for line in f if line.strip()})
+
+    def files(self, lang, split):
+        return [self.path(lang, split), self.path(lang, split).parent / self.candidates]
 
     def load(self, lang, split):
         return [ex for ex in super().load(lang, split) if ex["lang"] == lang]

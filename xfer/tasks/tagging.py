@@ -14,25 +14,35 @@ import numpy as np
 import torch
 
 from xfer.paths import data_dir
-from xfer.tasks.base import DataError, Task, pad
+from xfer.tasks.base import DataError, Task, open_utf8, pad
 
 UPOS = ("ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM", "PART", "PRON", "PROPN",
         "PUNCT", "SCONJ", "SYM", "VERB", "X")
 PANX = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC")
 
 
-def read_conll(path: Path, sep: str | None = "\t") -> list[dict]:
-    """`token<sep>label` lines, a blank line between sentences (XTREME / CoNLL layout)."""
+def read_conll(path: Path, sep: str | None = "\t", labels: tuple[str, ...] = ()) -> list[dict]:
+    """`token<sep>label` lines, a blank line between sentences (XTREME / CoNLL layout). Every
+    line has exactly the two columns and, when `labels` are given, one of them as its label: a
+    stray column would otherwise shift into the token and change the score without a word."""
     examples, tokens, tags = [], [], []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
+    known = set(labels)
+    with open_utf8(path) as f:
+        for n, line in enumerate(f, 1):
             line = line.rstrip("\n")
             if not line.strip():
                 if tokens:
                     examples.append({"tokens": tokens, "tags": tags})
                     tokens, tags = [], []
                 continue
-            token, _, tag = line.rpartition(sep) if sep else line.rpartition(" ")
+            cols = line.split(sep or " ")
+            if len(cols) != 2 or not cols[1]:
+                raise DataError(f"{path}:{n}: {len(cols)} {'tab' if sep else 'space'}-separated column(s) "
+                                f"{'with an empty label ' if len(cols) == 2 else ''}in {line[:60]!r}; "
+                                "allowed: token, label")
+            token, tag = cols
+            if known and tag not in known:
+                raise DataError(f"{path}:{n}: label {tag!r} is unknown; allowed: {', '.join(labels)}")
             tokens.append(token)
             tags.append(tag)
     if tokens:
@@ -44,15 +54,17 @@ def read_ccg(path: Path) -> list[dict]:
     """CCG supertags in either layout: one `token<TAB>supertag` per line with a blank line between
     sentences (as the XTREME tagging files), or jiant's one sentence per line, `tokens<TAB>tags`
     (both space-separated). A file is the latter when any of its lines holds a space."""
-    with open(path, encoding="utf-8") as f:
-        rows = [line.strip().partition("\t")[::2] for line in f if line.strip()]
-    if not any(" " in text or " " in tags for text, tags in rows):
+    with open_utf8(path) as f:
+        rows = [(n, line.strip().split("\t")) for n, line in enumerate(f, 1) if line.strip()]
+    if not any(" " in col for _, cols in rows for col in cols):
         return read_conll(path)
     examples = []
-    for n, (text, tags) in enumerate(rows, 1):
-        tokens, tags = text.split(), tags.split()
+    for n, cols in rows:
+        if len(cols) != 2:
+            raise DataError(f"{path}:{n}: {len(cols)} tab-separated column(s); allowed: tokens, tags")
+        tokens, tags = cols[0].split(), cols[1].split()
         if len(tokens) != len(tags):
-            raise ValueError(f"{path}: sentence {n} has {len(tokens)} tokens but {len(tags)} tags")
+            raise DataError(f"{path}:{n}: {len(tokens)} tokens but {len(tags)} tags; allowed: one tag per token")
         examples.append({"tokens": tokens, "tags": tags})
     return examples
 
@@ -132,13 +144,8 @@ class TaggingTask(Task):
         return super().read_hub(lang, split)
 
     def read_file(self, path: Path) -> list[dict]:
-        examples = read_ccg(path) if self.reader == "ccg" else read_conll(path)
-        if not self.labels:  # data-defined: a tag unseen in training becomes `unk_label` in encode
-            return examples
-        unknown = {t for ex in examples for t in ex["tags"]} - set(self.labels)
-        if unknown:
-            raise ValueError(f"{path}: labels {sorted(unknown)} are not in {self.name}'s label set {self.labels}")
-        return examples
+        # data-defined labels (no `labels`): a tag unseen in training becomes `unk_label` in encode
+        return read_ccg(path) if self.reader == "ccg" else read_conll(path, labels=self.labels)
 
     def from_hub(self, row: dict) -> dict:
         tags = row[self.hub_tags]
