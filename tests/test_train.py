@@ -79,6 +79,30 @@ def test_killed_training_resumes_to_identical_weights(setup, tmp_path):
         assert torch.allclose(v, reference[k], atol=1e-6), k
 
 
+def test_non_finite_loss_stops_training_at_once(setup):
+    model, collate, feats = fresh(setup)
+    with torch.no_grad():  # a real NaN in the weights, not a mocked loss
+        next(p for n, p in model.named_parameters() if n.endswith("LayerNorm.weight"))[0] = float("nan")
+    with pytest.raises(FloatingPointError, match=r"diverged at step 1/6: loss nan, gradient norm nan"):
+        train(model, feats, collate, TrainConfig(batch_size=16, max_steps=6), seed=0, progress=False)
+
+
+def test_unreadable_training_state_restarts_from_step_0(setup, tmp_path, capsys):
+    cfg = TrainConfig(lr=3e-3, batch_size=16, max_steps=4, save_every=2, warmup_ratio=0.0)
+    model, collate, feats = fresh(setup)
+    state = tmp_path / "train_state.pt"
+    train(model, feats, collate, cfg.model_copy(update={"max_steps": 3}), seed=0, state_path=state, progress=False)
+    state.write_bytes(state.read_bytes()[:1000])  # truncated, as a full disk would leave it
+    model, _, _ = fresh(setup)
+    out = train(model, feats, collate, cfg, seed=0, state_path=state, progress=False)
+    assert f"warning: {state}: unreadable training state" in capsys.readouterr().err
+    assert out["steps"] == 4 and len(out["losses"]) == 4  # all four steps, from the start
+    again, _, _ = fresh(setup)
+    train(again, feats, collate, cfg, seed=0, progress=False)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, again.state_dict()[k]), k
+
+
 def test_model_selection_keeps_the_best_dev_weights(setup):
     ckpt, task, tok, feats = setup
     model, collate, _ = fresh(setup)

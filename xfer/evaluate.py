@@ -9,6 +9,7 @@ from pathlib import Path
 from xfer.models import load_tokenizer
 from xfer.models.vocab import load_id_map
 from xfer.paths import read_json, write_json
+from xfer.record import write_metrics
 from xfer.tasks import get_task
 from xfer.train import check_runner, device
 
@@ -30,6 +31,6 @@ def zero_shot(params: dict, upstream: str | Path, run_dir: str | Path, max_lengt
         write_json(partial, scores)
         print(f"{lang}: {task.metric} {scores[lang]['score']:.1f} (n={len(examples)})", flush=True)
     metrics = {"task": task.name, "split": params["split"], "metric": task.metric, "scores": scores}
-    write_json(run_dir / "metrics.json", metrics)
+    metrics = write_metrics(run_dir, metrics)  # refuses a NaN score: the run fails, named
     partial.unlink(missing_ok=True)
     return metrics

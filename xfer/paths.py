@@ -80,13 +80,40 @@ def output_path(value: str) -> Path:
     return path
 
 
+def to_runs(path: str | Path) -> str:
+    """How a run folder names a path in another one: relative to runs/, so the runs folder can
+    be copied or moved (a copy never reads the original's files). Paths elsewhere, and hub ids, as given."""
+    if not Path(path).exists():
+        return str(path)  # a hub id
+    try:
+        return str(Path(path).resolve().relative_to(runs_dir().resolve()))
+    except ValueError:
+        return str(Path(path).resolve())
+
+
+def from_runs(name: str) -> str:
+    """The path (or hub id) that `to_runs` recorded: a relative `<phase>/<id>/checkpoint` is in
+    this runs folder (a hub id has at most one `/`). An absolute one written before paths were
+    relative is read from this runs folder when the run is here, so a copy never reads the original."""
+    path = Path(name)
+    if not path.is_absolute():
+        return str(runs_dir() / path) if len(path.parts) >= 3 else name
+    here = runs_dir().joinpath(*path.parts[-3:])
+    return str(here) if len(path.parts) > 3 and here.exists() else name
+
+
 def write_json(path: Path, obj) -> None:
-    """Write atomically: a crash leaves the old file or the new one, never half of one."""
+    """Write atomically: a crash leaves the old file or the new one, never half of one; the
+    temp file is removed on every path (a full disk included)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True, default=_jsonable)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True, default=_jsonable)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _jsonable(x):
@@ -98,8 +125,12 @@ def _jsonable(x):
 
 
 def read_json(path: Path):
-    with open(path) as f:
-        return json.load(f)
+    """Parsed JSON; a damaged file raises a ValueError that names it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
 
 
 def replace_dir(tmp: Path, final: Path) -> None:

@@ -2,9 +2,11 @@
 phase notebook with papermill, and collect the results table the report reads.
 
 Every run lives in `runs/<phase>/<id>/` (params.json, notebook.ipynb, metrics.json, checkpoint/).
-`metrics.json` is written last and atomically: present = done, and a rerun skips it. A failed
-run keeps its executed notebook (with the traceback) and error.json; the grid goes on without
-its downstream runs, and the report lists it. Usage:
+`metrics.json` is written last and atomically, with the sha256 of the run's checkpoint files: a
+run is done when it verifies (`xfer.record`), and a rerun skips it; a corrupt one is moved aside
+to `<id>.corrupt-<UTC time>` and rerun. A failed run keeps its executed notebook (with the
+traceback) and error.json; the grid goes on without its downstream runs, the report lists it,
+and the command exits 1. Usage:
 
     python -m xfer.runner plan   params/smoke.yaml   # validate, print the grid, train nothing
     python -m xfer.runner run    params/smoke.yaml   # execute what is not done
@@ -15,16 +17,22 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import os
-import socket
+import re
+import shutil
 import sys
 import time
 import traceback
+from datetime import datetime, timezone
 from pathlib import Path
 
+from filelock import FileLock, Timeout
+
+from xfer import record
 from xfer.config import ConfigError, Grid, ModelConfig, Run, TargetConfig, expand, load_grid, split_overrides
 from xfer.data import read_checked
-from xfer.paths import data_dir, read_json, root, runs_dir, write_json
+from xfer.paths import data_dir, from_runs, read_json, root, runs_dir, to_runs, write_json
 from xfer.tasks import TASKS, get_task
 from xfer.tasks.base import DataError
 
@@ -177,50 +185,70 @@ def run_dir(run: Run) -> Path:
     return runs_dir() / run.phase / run.id
 
 
-def is_done(run: Run) -> bool:
-    return (run_dir(run) / "metrics.json").exists()
+REQUIRED = {"pretrained": ("checkpoint",), "intermediate": ("checkpoint", "losses"),
+            "target": ("checkpoint", "losses"), "evaluate": ("scores",)}
+
+
+def state(run: Run, full: bool = False) -> str | None:
+    """None when the run is done and its record verifies; else why not: "not run", or what is damaged."""
+    return record.problem(run_dir(run), REQUIRED[run.phase], full)
+
+
+def is_done(run: Run, full: bool = False) -> bool:
+    return state(run, full) is None
 
 
 def checkpoint(run: Run) -> str:
-    return read_json(run_dir(run) / "metrics.json")["checkpoint"]
+    return from_runs(read_json(run_dir(run) / "metrics.json")["checkpoint"])
+
+
+def lock_timeout() -> float:
+    """How long a worker waits for a run another worker holds (XFER_LOCK_TIMEOUT, seconds; default a day)."""
+    return float(os.environ.get("XFER_LOCK_TIMEOUT", 24 * 3600))
 
 
 class Lock:
-    """One worker per run, so several `make report` processes (or cluster jobs sharing the
-    runs folder) can work through one grid. A lock left by a dead process on this host is taken over."""
+    """One worker per run, so several `make run` processes (or cluster jobs sharing the runs
+    folder) can work through one grid. An OS file lock (`filelock`): the system drops it when its
+    process dies, so there is no stale lock to take over and no race between a release and a read.
+    The lock file sits beside the run folder, not in it: a corrupt folder is moved aside under it."""
 
     def __init__(self, folder: Path):
-        self.path = folder / ".lock"
-        self.mine = f"{socket.gethostname()}:{os.getpid()}"
+        self.path = folder.with_name(f".{folder.name}.lock")
+        self.lock = FileLock(self.path)
 
-    def acquire(self) -> bool:
+    def acquire(self, timeout: float = 0) -> bool:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-                os.write(fd, self.mine.encode())
-                os.close(fd)
-                return True
-            except FileExistsError:
-                host, _, pid = self.path.read_text().partition(":")
-                if host == socket.gethostname() and not _alive(int(pid or 0)):
-                    self.path.unlink(missing_ok=True)
-                    continue
-                return False
-        return False
+        try:
+            self.lock.acquire(timeout=timeout, poll_interval=1.0)
+            return True
+        except Timeout:
+            return False
 
     def release(self):
-        self.path.unlink(missing_ok=True)
+        self.lock.release()
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return pid > 0
-    except ProcessLookupError:
+    def wait(self, timeout: float) -> bool:
+        """Block until no worker holds it (True), or `timeout` seconds pass (False)."""
+        if self.acquire(timeout):
+            self.release()
+            return True
         return False
-    except PermissionError:
-        return True
+
+
+class GridStopped(Exception):
+    """A fault the grid cannot go on after: the failure of a run could not even be recorded."""
+
+
+def move_aside(folder: Path) -> Path:
+    """Keep a corrupt run folder for inspection, out of the way of its rerun."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    aside, n = folder.with_name(f"{folder.name}.corrupt-{stamp}"), 1
+    while aside.exists():
+        n += 1
+        aside = folder.with_name(f"{folder.name}.corrupt-{stamp}-{n}")
+    os.replace(folder, aside)
+    return aside
 
 
 def data_token_ids(files: list, tokenizer):
@@ -250,21 +278,32 @@ def prepare_pretrained(grid: Grid, run: Run) -> None:
     folder = run_dir(run)
     model = ModelConfig(**run.params["model"])  # the run's own: the control differs from grid.model
     ckpt, kept = prepare(model, folder / "checkpoint", partial(data_token_ids, run.params["data"]["files"]))
-    write_json(folder / "metrics.json", {"checkpoint": str(ckpt), "kept_token_ids": kept})
+    record.write_metrics(folder, {"checkpoint": to_runs(ckpt), "kept_token_ids": kept}, artefacts=("checkpoint",))
 
 
 def execute(run: Run, upstream: str) -> None:
-    """Run one phase notebook with papermill; the executed notebook stays in the run folder."""
+    """Run one phase notebook with papermill; the executed notebook stays in the run folder.
+
+    papermill rewrites its output after every cell, so it writes to a temp name that goes into
+    place whole (with the traceback of a failed run): a full disk or a kill leaves no half notebook."""
     import papermill as pm
 
     folder = run_dir(run)
     write_json(folder / "params.json", {"phase": run.phase, "id": run.id, "upstream": run.upstream,
-                                        "upstream_checkpoint": upstream, "params": run.params})
-    pm.execute_notebook(
-        str(root() / "notebooks" / NOTEBOOKS[run.phase]), str(folder / "notebook.ipynb"),
-        parameters={"params": run.params, "upstream": upstream, "run_dir": str(folder)},
-        kernel_name="python3", cwd=str(root()), progress_bar=False, log_output=True,
-    )
+                                        "upstream_checkpoint": to_runs(upstream), "params": run.params})
+    tmp = folder / ".notebook.partial.ipynb"
+    try:
+        pm.execute_notebook(
+            str(root() / "notebooks" / NOTEBOOKS[run.phase]), str(tmp),
+            parameters={"params": run.params, "upstream": upstream, "run_dir": str(folder)},
+            kernel_name="python3", cwd=str(root()), progress_bar=False, log_output=True,
+        )
+    finally:
+        try:
+            json.loads(tmp.read_text())
+            os.replace(tmp, folder / "notebook.ipynb")
+        except (OSError, ValueError):  # missing or half written
+            tmp.unlink(missing_ok=True)
 
 
 def run_grid(path: str | Path, phases=PHASES, overrides: list[str] = ()) -> dict:
@@ -272,48 +311,86 @@ def run_grid(path: str | Path, phases=PHASES, overrides: list[str] = ()) -> dict
     os.environ["XFER_RUNNER_PID"] = str(os.getpid())  # the kernels it starts stop if it is killed
     by_id = {r.id: r for rs in runs.values() for r in rs}
     failed: dict[str, dict] = {}
-    counts = {"done": 0, "ran": 0, "failed": 0, "skipped": 0, "busy": 0}
+    counts = {"done": 0, "ran": 0, "failed": 0, "skipped": 0}
     total = sum(len(runs[p]) for p in phases)
+    wait_s = lock_timeout()
+    # a run about to serve as an upstream is verified in full: its next phase reads it all anyway
+    feeds = {r.upstream for p in phases for r in runs[p] if r.upstream and not is_done(r)}
+    busy = []
     i = 0
     for phase in phases:
         for run in runs[phase]:
             i += 1
-            folder = run_dir(run)
             label = f"[{i}/{total}] {phase} {run.id}"
-            if is_done(run):
-                counts["done"] += 1
-                continue
-            if run.upstream in failed or (run.upstream and not is_done(by_id[run.upstream])):
-                failed[run.id] = {"phase": phase, "run_id": run.id, "error": f"upstream run {run.upstream} did not finish"}
+            up = by_id.get(run.upstream)
+            why = f"upstream run {run.upstream} did not finish"
+            if up is not None and up.id not in failed and not is_done(up) and not Lock(run_dir(up)).wait(0):
+                print(f"{label}: waiting for another worker to finish upstream {up.id} "
+                      f"(up to {wait_s:.0f}s, XFER_LOCK_TIMEOUT)", flush=True)
+                if not Lock(run_dir(up)).wait(wait_s):
+                    why = f"upstream run {up.id} still held by another worker after {wait_s:.0f}s (XFER_LOCK_TIMEOUT)"
+            if up is not None and (up.id in failed or not is_done(up)):
+                failed[run.id] = {"phase": phase, "run_id": run.id, "error": why}
                 counts["skipped"] += 1
-                print(f"{label}: skipped, upstream did not finish", flush=True)
+                print(f"{label}: skipped, {why}", flush=True)
                 continue
-            lock = Lock(folder)
-            if not lock.acquire():
-                counts["busy"] += 1
-                print(f"{label}: another worker holds it ({lock.path}), skipping", flush=True)
+            outcome, err = take(grid, run, by_id, label, full=run.id in feeds)
+            if outcome == "busy":
+                busy.append((run, label))
                 continue
-            print(f"{label}: running", flush=True)
-            t0 = time.time()
-            try:
-                if phase == "pretrained":
-                    prepare_pretrained(grid, run)
-                else:
-                    execute(run, checkpoint(by_id[run.upstream]))
-                (folder / "error.json").unlink(missing_ok=True)
-                counts["ran"] += 1
-                print(f"{label}: done in {time.time() - t0:.0f}s", flush=True)
-            except Exception as e:  # noqa: BLE001 - a failed run must not stop the grid
-                err = {"phase": phase, "run_id": run.id, "error": f"{type(e).__name__}: {str(e)[-1500:]}",
-                       "notebook": str(folder / "notebook.ipynb"), "traceback": traceback.format_exc()[-4000:]}
-                write_json(folder / "error.json", err)
+            counts[outcome] += 1
+            if err:
                 failed[run.id] = err
-                counts["failed"] += 1
-                print(f"{label}: FAILED ({err['error'][:300]}); see {folder}", flush=True)
-            finally:
-                lock.release()
+    for run, label in busy:  # the other worker's runs are part of this grid too: it is done when they are
+        print(f"{label}: waiting for the other worker (up to {wait_s:.0f}s, XFER_LOCK_TIMEOUT)", flush=True)
+        Lock(run_dir(run)).wait(wait_s)
+        counts["done" if is_done(run) else "failed" if (run_dir(run) / "error.json").exists() else "skipped"] += 1
     print(f"grid {grid.name}: {counts}", flush=True)
     return counts
+
+
+def take(grid: Grid, run: Run, by_id: dict, label: str, full: bool = False) -> tuple[str, dict | None]:
+    """Run `run` unless it is done and verifies. Returns the outcome ("done", "ran", "failed",
+    or "busy" when another worker holds it) and, for a failure, its error record."""
+    folder = run_dir(run)
+    if is_done(run, full):
+        (folder / "train_state.pt").unlink(missing_ok=True)  # left by a kill just after metrics.json
+        return "done", None
+    lock = Lock(folder)
+    if not lock.acquire():
+        print(f"{label}: another worker holds it ({lock.path}); coming back to it at the end", flush=True)
+        return "busy", None
+    try:
+        why = state(run, full)  # again under the lock: another worker may have just finished it
+        if why is None:
+            return "done", None
+        if why != "not run":
+            print(f"{label}: corrupt ({why}); moved to {move_aside(folder).name}, rerunning", flush=True)
+        print(f"{label}: running", flush=True)
+        t0 = time.time()
+        try:
+            if run.phase == "pretrained":
+                prepare_pretrained(grid, run)
+            else:
+                execute(run, checkpoint(by_id[run.upstream]))
+            (folder / "error.json").unlink(missing_ok=True)
+            print(f"{label}: done in {time.time() - t0:.0f}s", flush=True)
+            return "ran", None
+        except Exception as e:  # noqa: BLE001 - a failed run must not stop the grid
+            # a notebook's own exception, not papermill's wrapper around its coloured traceback
+            what = f"{e.ename}: {e.evalue}" if hasattr(e, "ename") else f"{type(e).__name__}: {e}"
+            err = {"phase": run.phase, "run_id": run.id, "error": what[-1500:], "notebook": str(folder / "notebook.ipynb"),
+                   "traceback": re.sub(r"\x1b\[[0-9;]*m", "", traceback.format_exc())[-4000:]}
+            try:
+                write_json(folder / "error.json", err)
+            except OSError as w:  # a full disk: nothing more can be recorded, so stop, in one line
+                free = shutil.disk_usage(next(p for p in (folder, *folder.parents) if p.exists())).free / 2**20
+                raise GridStopped(f"{run.phase} run {run.id} failed and its error record cannot be written to "
+                                  f"{folder} ({w.strerror or w}; {free:.1f} MiB free there); the grid stops") from None
+            print(f"{label}: FAILED ({err['error'][:300]}); see {folder}", flush=True)
+            return "failed", err
+    finally:
+        lock.release()
 
 
 # ----------------------------------------------------------------------------- results
@@ -369,11 +446,21 @@ def collect(path: str | Path, overrides: list[str] = ()) -> Path:
     rows, failures = [], []
     for phase in PHASES:
         for run in runs[phase]:
-            err = run_dir(run) / "error.json"
+            err, why = run_dir(run) / "error.json", state(run)
+            if why is None:
+                continue
             if err.exists():
-                e = read_json(err)
+                try:
+                    e = read_json(err)
+                except ValueError as bad:
+                    e = {"phase": phase, "run_id": run.id, "error": str(bad)}
                 failures.append({k: e.get(k) for k in ("phase", "run_id", "error", "notebook")})
-            elif not is_done(run):
+            elif why != "not run":
+                failures.append({"phase": phase, "run_id": run.id, "error": f"corrupt: {why}", "notebook": ""})
+            elif run.upstream and not is_done(by_id[run.upstream]):
+                failures.append({"phase": phase, "run_id": run.id, "notebook": "",
+                                 "error": f"not run: upstream run {run.upstream} did not finish"})
+            else:
                 failures.append({"phase": phase, "run_id": run.id, "error": "not run (or interrupted)", "notebook": ""})
     controls = []
     for ev in runs["evaluate"]:
@@ -502,13 +589,21 @@ def main(argv=None):
         except Exception as e:  # noqa: BLE001 - corpus sizes of hub data need the hub
             print(f"  GPU hours: not estimated ({type(e).__name__}: {str(e)[:200]})", flush=True)
     if args.command in ("run", "all"):
-        counts = run_grid(args.params, overrides=args.overrides)
-    if args.command in ("report", "all"):
-        report(args.params, args.overrides)
+        try:
+            counts = run_grid(args.params, overrides=args.overrides)
+        except GridStopped as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+    error = None
     if args.command in ("run", "all") and counts["failed"] + counts["skipped"]:
-        print(f"warning: {counts['failed']} runs failed and {counts['skipped']} were skipped; the report lists them",
-              file=sys.stderr)
-    return 0
+        error = f"{counts['failed']} runs failed and {counts['skipped']} were skipped; the report lists them"
+    if args.command in ("report", "all"):  # the report renders whatever failed, then the exit code says so
+        failures = read_json(report(args.params, args.overrides) / "grid.json")["failures"]
+        if failures and not error:
+            error = f"{len(failures)} runs failed or did not run; the report lists them"
+    if error:
+        print(f"error: {error}", file=sys.stderr)
+    return 1 if error else 0
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ from xfer.config import TrainConfig
 from xfer.data import training_set
 from xfer.models import load_tokenizer, save_checkpoint
 from xfer.models.vocab import load_id_map
-from xfer.paths import replace_dir, write_json
+from xfer.paths import replace_dir, to_runs
+from xfer.record import write_metrics
 from xfer.tasks import get_task
 
 
@@ -84,8 +85,8 @@ def train(model, features: list[dict], collate, cfg: TrainConfig, seed: int, sta
         opt, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
     step, losses = 0, []
     best = {"score": -math.inf, "step": None, "state": None, "stale": 0, "history": []}
-    if state_path is not None and state_path.exists():  # resume an interrupted run
-        state = torch.load(state_path, map_location=dev, weights_only=False)
+    state = load_state(state_path, dev) if state_path is not None else None
+    if state is not None:  # resume an interrupted run
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
@@ -109,7 +110,10 @@ def train(model, features: list[dict], collate, cfg: TrainConfig, seed: int, sta
             loss.backward()
             loss_sum += loss.item()
             samples += len(chunk)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0))
+        if not (math.isfinite(loss_sum) and math.isfinite(norm)):  # diverged: stop before the weights take it
+            raise FloatingPointError(f"training diverged at step {step + 1}/{total}: loss {loss_sum}, "
+                                     f"gradient norm {norm} (lr {cfg.lr}); the run fails")
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
@@ -130,10 +134,14 @@ def train(model, features: list[dict], collate, cfg: TrainConfig, seed: int, sta
                     break
         if state_path is not None and (step % cfg.save_every == 0) and step < total:
             tmp = state_path.with_suffix(".tmp")
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                        "step": step, "losses": losses, "best": best, "rng": torch.get_rng_state(),
-                        "cuda_rng": torch.cuda.get_rng_state() if dev.type == "cuda" else None}, tmp)
-            os.replace(tmp, state_path)
+            try:
+                torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                            "step": step, "losses": losses, "best": best, "rng": torch.get_rng_state(),
+                            "cuda_rng": torch.cuda.get_rng_state() if dev.type == "cuda" else None}, tmp)
+                os.replace(tmp, state_path)
+            except BaseException:  # a full disk leaves no half-written state behind
+                tmp.unlink(missing_ok=True)
+                raise
     bar.close()
     seconds = time.perf_counter() - t0
     if best["state"] is not None:
@@ -142,6 +150,26 @@ def train(model, features: list[dict], collate, cfg: TrainConfig, seed: int, sta
             "samples_per_second": samples / seconds if seconds > 0 else None,
             "selected_step": best["step"], "dev_history": best["history"],
             "dev_score": None if best["step"] is None else best["score"]}
+
+
+def load_state(path: Path, dev) -> dict | None:
+    """The saved training state, or None to start from step 0: none saved, or one that cannot be
+    read (truncated by a full disk, say), which is removed with a warning instead of failing every rerun."""
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location=dev, weights_only=False)
+        missing = {"model", "opt", "sched", "step", "losses", "best", "rng"} - set(state)
+        if missing:
+            raise KeyError(f"no {', '.join(sorted(missing))}")
+        return state
+    except Exception as e:  # noqa: BLE001 - whatever is wrong with it, the run restarts
+        import sys
+
+        print(f"warning: {path}: unreadable training state ({type(e).__name__}: {str(e)[:200]}); "
+              "restarting this run from step 0", file=sys.stderr, flush=True)
+        path.unlink(missing_ok=True)
+        return None
 
 
 def dev_task(params: dict):
@@ -206,9 +234,15 @@ def finetune(params: dict, upstream: str | Path, run_dir: str | Path, keep_head:
     if not keep_head:  # an encoder only: forget the head's label set, the next phase brings its own
         model.base_model.config.num_labels = 2
         model.base_model.config.problem_type = None
-    save_checkpoint(model if keep_head else model.base_model, tokenizer, tmp, source=upstream)
+    try:
+        save_checkpoint(model if keep_head else model.base_model, tokenizer, tmp, source=upstream)
+    except BaseException:  # a full disk leaves no half-written checkpoint behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     replace_dir(tmp, run_dir / "checkpoint")
+    metrics = {**info, **stats, "checkpoint": to_runs(run_dir / "checkpoint")}
+    # last, with the checkpoint's sha256: its presence marks the run done; only then is the
+    # training state dropped, so a kill in between finds a finished run, not one to retrain
+    metrics = write_metrics(run_dir, metrics, artefacts=("checkpoint",))
     (run_dir / "train_state.pt").unlink(missing_ok=True)
-    metrics = {**info, **stats, "checkpoint": str(run_dir / "checkpoint")}
-    write_json(run_dir / "metrics.json", metrics)  # last: its presence marks the run done
     return metrics
