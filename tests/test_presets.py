@@ -37,7 +37,7 @@ def test_hub_presets_expand(name, hub):
     grid, runs = plan(root() / "params" / f"{name}.yaml", BUCC_HERE[name])
     n_targets = len(grid.targets)
     trained = [t for t in grid.targets if t.train is not None]
-    inter = len(grid.intermediate.tasks) * len(grid.intermediate.languages) * len(grid.seeds)
+    inter = sum(len(grid.intermediate.languages_of(t)) for t in grid.intermediate.tasks) * len(grid.seeds)
     nonzero = [s for s in grid.intermediate.sizes if s != 0]
     if grid.intermediate.oversize == "error":
         assert len(runs["intermediate"]) == inter * len(nonzero)
@@ -64,10 +64,81 @@ def test_dry_run_prints_the_grid(monkeypatch, capsys):
     assert "intermediate" in out and "GPU hours" in out
 
 
-@pytest.mark.parametrize("name, field", [("paper", "intermediate.languages"), ("study", "evaluate.split")])
+@pytest.mark.parametrize("name, field", [("paper", "intermediate.languages"), ("study", "intermediate.languages")])
 def test_hub_grid_on_the_local_folder_names_the_field_and_the_hub_setting(name, field, data, capsys):
     """The local folder holds CommonsenseQA dev only and PAN-X test without labels: planning the hub
     grids against it fails on the field, and says how to plan them against the hub instead."""
     assert main(["plan", str(root() / "params" / f"{name}.yaml")]) != 0
     err = capsys.readouterr().err
     assert err.startswith(f"error: {field}:") and "XFER_DATA_DIR=hub" in err
+
+
+def _decades(sizes) -> float:
+    import math
+
+    return math.log10(max(sizes) / min(sizes))
+
+
+def _design(grid, runs):
+    """Per intermediate corpus (task, language): its distinct sizes as run, and the seeds."""
+    sizes = {}
+    for r in runs["intermediate"]:
+        sizes.setdefault((r.params["task"], r.params["language"]), set()).add(r.params["size"])
+    return sizes
+
+
+def test_demo_is_the_parallel_nli_design(data):
+    """English and ≥ 4 other languages of one 15-way parallel corpus (so only the language
+    differs), the SST-2 en/pt pair beside it, nested sizes, ≥ 3 seeds, fixed steps, and targets
+    UD-POS, PAN-X and XCOPA (XNLI is the intermediate task's benchmark, so not a target)."""
+    from xfer.tasks import get_task
+
+    grid, runs = plan(root() / "params" / "demo.yaml")
+    nli = grid.intermediate.languages_of("xnli_derived")
+    assert "en" in nli and len(set(nli) - {"en"}) >= 4 and get_task("xnli_derived").content() == ("xnli_derived", True)
+    assert {"sst2", "sst2_pt"} <= set(grid.intermediate.tasks) and get_task("sst2_pt").content() == ("sst2", True)
+    assert len(grid.seeds) >= 3 and grid.intermediate.fixed_steps and grid.intermediate.train.patience is None
+    assert {t.task for t in grid.targets} == {"udpos", "panx", "xcopa"}
+    sizes = _design(grid, runs)
+    assert all(len(s) >= 4 for s in sizes.values())
+    assert all(r.params["train"]["max_steps"] == grid.intermediate.train.max_steps and r.params["train"]["keep"] == "last"
+               for r in runs["intermediate"])
+
+
+def test_demo_quick_is_the_demo_scaled_down(data):
+    grid, runs = plan(root() / "params" / "demo_quick.yaml")
+    assert len(grid.seeds) >= 2 and grid.intermediate.fixed_steps
+    langs = grid.intermediate.languages_of("xnli_derived")
+    assert "en" in langs and len(langs) >= 2
+    assert all(len(s) >= 2 for s in _design(grid, runs).values())
+
+
+def test_cpu_trains_fixed_steps_at_about_the_old_compute(data):
+    """The default report: fixed steps at every size (its 1 epoch gave 4, 10 and 32 steps at sizes
+    50, 150 and 500, and the size-50 loss never moved), about the same total compute."""
+    grid, runs = plan(root() / "params" / "cpu.yaml")
+    t = grid.intermediate.train
+    assert grid.intermediate.fixed_steps and t.max_steps and t.epochs is None
+    old = sum(-(-s // t.batch_size) for s in (50, 150, 500))  # 1 epoch at each size
+    assert 0.8 * old <= 3 * t.max_steps <= 1.25 * old
+
+
+def test_study_has_the_power_design(hub):
+    """The facebook/xnli train corpus (row-aligned MNLI translations) in English and ≥ 4 other
+    languages, ≥ 6 sizes over ≥ 2.5 decades with no size repeated (392,702 in every language),
+    ≥ 5 seeds, fixed steps, and targets in every family of the task registry."""
+    from xfer.bench import PUBLISHED
+    from xfer.tasks import TASKS, get_task
+
+    grid, runs = plan(root() / "params" / "study.yaml")
+    assert grid.intermediate.tasks == ["xnli"] and get_task("xnli").content() == ("xnli", True)
+    langs = grid.intermediate.languages_of("xnli")
+    assert "en" in langs and len(set(langs) - {"en"}) >= 4
+    assert len(grid.seeds) >= 5 and grid.intermediate.fixed_steps and grid.intermediate.train.patience is None
+    n = PUBLISHED[("xnli", "train")]
+    for sizes in _design(grid, runs).values():
+        resolved = sorted(n if s == "full" else s for s in sizes)
+        assert len(resolved) >= 6 and len(set(resolved)) == len(resolved) and _decades(resolved) >= 2.5
+    families = {get_task(t.task).family for t in grid.targets}
+    assert families == {t.family for t in TASKS.values()}
+    assert "xnli" not in {t.task for t in grid.targets}

@@ -130,10 +130,10 @@ def test_design_table_lists_the_non_default_settings_with_targets_by_index():
     from xfer.config import load_grid
     from xfer.report import params_table
 
-    grid = load_grid(root() / "params" / "demo.yaml", ["target.size=500", "target.3.size=null"]).model_dump(mode="json")
+    grid = load_grid(root() / "params" / "demo.yaml", ["target.size=500", "target.2.size=null"]).model_dump(mode="json")
     rows = dict(zip(*params_table(grid).T.values))
-    assert rows["target.0.task"] == "udpos" and rows["target.3.train_task"] == "copa"
-    assert rows["target.0.size"] == "500" and "target.3.size" not in rows  # null is the default
-    assert rows["intermediate.sizes"] == "0, 1000, 3000, 10000, 30000, full"
+    assert rows["target.0.task"] == "udpos" and rows["target.2.train_task"] == "copa"
+    assert rows["target.0.size"] == "500" and "target.2.size" not in rows  # null is the default
+    assert rows["intermediate.sizes"] == "0, 300, 1000, 3000, full"
     assert "evaluate.batch_size" in rows and "intermediate.oversize" not in rows
     assert rows["low_resource"] == "joshi_le2"  # a defining setting, shown at its default too

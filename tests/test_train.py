@@ -156,4 +156,4 @@ def test_model_selection_uses_the_targets_english_dev_else_the_training_tasks(da
     assert dev_task({"task": "copa", "select_task": "xcopa", "language": "en"}).name == "copa"
     assert dev_task({"task": "udpos", "language": "en"}).name == "udpos"
     with pytest.raises(DataError, match="unset eval_every"):
-        dev_task({"task": "xnli_derived", "language": "de"})
+        dev_task({"task": "copa", "language": "de"})

@@ -38,7 +38,7 @@ EVAL_SPEEDUP = 3.0
 # Examples per language in the published releases, for planning a hub grid without downloading
 # it (training sets: English unless noted; evaluation sets: a typical language). Approximate.
 PUBLISHED = {
-    ("mnli", "train"): 392_702, ("anli", "train"): 162_865, ("qqp", "train"): 363_846,
+    ("mnli", "train"): 392_702, ("xnli", "train"): 392_702, ("anli", "train"): 162_865, ("qqp", "train"): 363_846,
     ("sst2", "train"): 67_349, ("squad", "train"): 87_599, ("squad_v2", "train"): 130_319,
     ("ccg", "train"): 38_015, ("commonsenseqa", "train"): 9_741, ("cosmosqa", "train"): 25_262,
     ("hellaswag", "train"): 39_905, ("siqa", "train"): 33_410, ("copa", "train"): 400,

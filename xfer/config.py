@@ -65,6 +65,9 @@ class TrainConfig(Strict):
     eval_every: Annotated[int | None, within(1, STEPS)] = None
     patience: Annotated[int | None, within(1, 10**4)] = None  # stop after this many evaluations without improvement
     dev_max_examples: Annotated[int | None, within(1, BIG)] = 2000
+    # with eval_every: "best" keeps the best-scoring weights (model selection), "last" the final
+    # ones (dev is still scored and logged), so every run hands on exactly its trained dose
+    keep: Literal["best", "last"] = "best"
 
     @model_validator(mode="after")
     def one_budget(self):
@@ -110,21 +113,78 @@ class ModelConfig(Strict):
         return out
 
 
+class CorpusConfig(Strict):
+    """One intermediate corpus: a task in its own list of languages (None: its only language)."""
+
+    task: str
+    languages: list[str] | None = None
+
+
 class IntermediateConfig(Strict):
-    """Phase (ii). Size 0 is the no-intermediate baseline; sizes are nested seeded subsets."""
+    """Phase (ii). Size 0 is the no-intermediate baseline; sizes are nested seeded subsets.
+
+    The corpora are either `task` (one or several) × `languages`, or `corpora`, a list of tasks
+    each with its own languages (`[{task: xnli_derived, languages: [en, de]}, {task: sst2}]`).
+
+    The dose design: `fixed_steps: true` trains every run exactly `train.max_steps` optimizer
+    steps, with no early stopping, and hands on its last weights, so corpus size does not change
+    training compute; `epochs_arm: E` also trains each (corpus, size, seed) for E epochs (same
+    settings otherwise), so repetition and compute can be told apart from size."""
 
     task: str | list[str] = "panx"  # several: the grid varies the intermediate task too
     languages: list[str] | None = ["en"]  # None: each task in its only language (sst2 en, sst2_pt pt)
+    corpora: list[CorpusConfig] | None = None
     sizes: list[int | Literal["full"]] = [0]
     oversize: Literal["error", "skip"] = "error"  # a size above a language's corpus: refuse, or skip it
     # multi-task intermediates ("mnli+squad+sst2"): how micro-batches pick their task
     mixing: Literal["proportional", "uniform", "temperature"] = "proportional"
     temperature: Annotated[float, within(0, 100, above=True)] = 2.0
+    fixed_steps: bool = False
+    epochs_arm: Annotated[float | None, within(0, 1000, above=True)] = None
     train: TrainConfig
 
     @property
     def tasks(self) -> list[str]:
+        if self.corpora is not None:
+            return [c.task for c in self.corpora]
         return [self.task] if isinstance(self.task, str) else list(self.task)
+
+    def languages_of(self, task: str) -> list[str] | None:
+        """The languages `task` is trained in (None: its only language)."""
+        if self.corpora is not None:
+            return next(c.languages for c in self.corpora if c.task == task)
+        return self.languages
+
+    def arms(self) -> list[tuple[str, TrainConfig]]:
+        """The training budgets every (corpus, size, seed) gets: ("steps" or "epochs", settings)."""
+        main = self.train.model_copy(update={"keep": "last"}) if self.fixed_steps else self.train
+        arms = [("steps" if main.max_steps else "epochs", main)]
+        if self.epochs_arm:
+            arms.append(("epochs", main.model_copy(update={"max_steps": None, "epochs": self.epochs_arm})))
+        return arms
+
+    @model_validator(mode="after")
+    def design_ok(self):
+        if self.corpora is not None:
+            if not self.corpora:
+                raise ValueError("corpora: list at least one corpus, e.g. [{task: panx, languages: [sw, en]}]")
+            fields = type(self).model_fields  # a dump of a grid (grid.json) holds their defaults: fine
+            if any(getattr(self, k) != fields[k].default for k in ("task", "languages")):
+                raise ValueError("corpora: set either 'corpora' or 'task'/'languages', not both")
+            names = [c.task for c in self.corpora]
+            if len(set(names)) != len(names):
+                raise ValueError(f"corpora: each task once (list all its languages there); got {', '.join(names)}")
+        if self.fixed_steps:
+            if self.train.max_steps is None:
+                raise ValueError("train.max_steps: required by fixed_steps: true (every run trains that many steps); "
+                                 "replace train.epochs with max_steps, or set fixed_steps: false")
+            if self.train.patience is not None:
+                raise ValueError("train.patience: fixed_steps: true trains every run to max_steps with no early "
+                                 "stopping; remove patience")
+        if self.epochs_arm is not None and not self.fixed_steps:
+            raise ValueError("epochs_arm: an arm beside the fixed-steps design; set fixed_steps: true "
+                             "(and train.max_steps) or remove epochs_arm")
+        return self
 
     @field_validator("sizes")
     @classmethod
@@ -164,7 +224,10 @@ class EvaluateConfig(Strict):
 
     languages: list[str] | Literal["all"] = "all"
     split: Literal["test", "dev"] = "test"
-    max_examples: Annotated[int | None, within(1, BIG)] = None  # per language, the first N (for quick presets)
+    # per language, a seeded random sample of N (for quick presets): the same rows for every run of
+    # the grid (it depends on sample_seed and the file only) and on every rerun
+    max_examples: Annotated[int | None, within(1, BIG)] = None
+    sample_seed: Annotated[int, within(0, 2**31 - 1)] = 0
     batch_size: Annotated[int, within(1, 65536)] = 64
 
     @field_validator("languages")
@@ -417,26 +480,27 @@ def expand(grid: Grid, data_signature: dict | None = None) -> dict[str, list[Run
 
     sig = data_signature or {}
     corpora = [(task, lang) for task in grid.intermediate.tasks
-               for lang in (grid.intermediate.languages or sig.get("own_language", {}).get(task, []))]
+               for lang in (grid.intermediate.languages_of(task) or sig.get("own_language", {}).get(task, []))]
     for (task, lang), size, seed in itertools.product(corpora, grid.intermediate.sizes, grid.seeds):
-        upstream = pretrained.id
         n = sig.get("corpus_sizes", {}).get(f"{task}/{lang}")
         if size not in (0, "full") and n is not None and size > n:  # validated: oversize is "skip"
             continue
         if size == "full" and n in grid.intermediate.sizes:  # the same corpus as size n: run it once
             continue
-        if size != 0:
+        if size == 0:
+            downstream(pretrained.id, seed)
+            continue
+        for _, train in grid.intermediate.arms():  # the fixed-steps run, and the epochs arm if any
             run = Run(
                 phase="intermediate",
                 upstream=pretrained.id,
                 params={"task": task, "language": lang, "size": size, "seed": seed,
-                        "train": grid.intermediate.train.model_dump(), "freeze_embeddings": grid.model.freeze_embeddings,
+                        "train": train.model_dump(), "freeze_embeddings": grid.model.freeze_embeddings,
                         **({"mixing": grid.intermediate.mixing, "temperature": grid.intermediate.temperature}
                            if "+" in task else {})},
             )
             inter.append(run)
-            upstream = run.id
-        downstream(upstream, seed)
+            downstream(run.id, seed)
     pretrained_runs = [pretrained]
     if grid.random_init_control:
         control = Run(phase="pretrained", params={"model": grid.model.model_copy(update={"random_init": True}).model_dump(),

@@ -1,5 +1,6 @@
-"""Training sets as the grid asks for them: nested, seeded subsets of a task's corpus; and the
-content digests of the files a grid reads, which its run ids hash."""
+"""Training sets as the grid asks for them: nested, seeded subsets of a task's corpus; evaluation
+sets as seeded samples; the check that a row-aligned corpus really is aligned; and the content
+digests of the files a grid reads, which its run ids hash."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ from pathlib import Path
 import numpy as np
 
 from xfer.tasks import get_task
+from xfer.tasks.base import DataError
 
 
 def subsample(n_total: int, size: int | str | None, seed: int) -> np.ndarray:
     """Indices of a seeded subset. For one seed, every smaller size is a prefix of the same
-    permutation, so the subsets are nested: size 1k ⊂ 2k ⊂ 5k, as the design requires."""
+    permutation, so the subsets are nested: size 1k ⊂ 2k ⊂ 5k, as the design requires. The
+    indices depend on (n_total, size, seed) only: in corpora of equal length (row-aligned
+    translations) a seed and size pick the same rows in every language."""
     if size in (None, "full"):
         size = n_total
     if size > n_total:
@@ -22,10 +26,38 @@ def subsample(n_total: int, size: int | str | None, seed: int) -> np.ndarray:
     return np.sort(perm[:size])
 
 
+def check_aligned(task_name: str, lang: str, split: str, examples: list[dict]) -> None:
+    """Refuse a corpus that claims to be row-aligned with its English counterpart (a translation,
+    or one language of a parallel corpus) unless its labels equal the English ones row by row:
+    a shifted or filtered file would silently change content along with the language."""
+    task = get_task(task_name)
+    source, aligned = task.content()
+    if not aligned or (source == task.name and lang == "en"):
+        return
+    english = get_task(source).load("en", split)
+    where = f"{task.name} {lang} {split}"
+    if len(english) != len(examples):
+        raise DataError(f"{where}: {len(examples)} rows but {len(english)} in the English {source} {split}: "
+                        "not row-aligned, so it cannot serve as a translation of it")
+    for i, (ex, en) in enumerate(zip(examples, english)):
+        if ex.get("label") != en.get("label"):
+            raise DataError(f"{where}: row {i} is labelled {ex.get('label')!r} but {en.get('label')!r} in the "
+                            f"English {source}: not row-aligned, so it cannot serve as a translation of it")
+
+
 def training_set(task_name: str, lang: str, size, seed: int, split: str = "train") -> list[dict]:
     examples = get_task(task_name).load(lang, split)
+    check_aligned(task_name, lang, split, examples)
     return [examples[i] for i in subsample(len(examples), size, seed)]
 
+
+def evaluation_set(examples: list, max_examples: int | None, seed: int = 0) -> list:
+    """At most `max_examples` of a language's evaluation examples: a seeded random sample in file
+    order (not the first N, which are often one document or one topic). The sample depends only on
+    the file and `seed`, so every run of a grid, and every rerun, scores the same rows."""
+    if max_examples is None or max_examples >= len(examples):
+        return examples
+    return [examples[i] for i in subsample(len(examples), max_examples, seed)]
 
 
 def read_checked(task, lang: str, split: str) -> tuple[int, dict[str, str]]:

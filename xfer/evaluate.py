@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from xfer.data import evaluation_set
 from xfer.models import load_tokenizer
 from xfer.models.vocab import load_id_map
 from xfer.paths import read_json, write_json
@@ -26,7 +27,8 @@ def zero_shot(params: dict, upstream: str | Path, run_dir: str | Path, max_lengt
         if lang in scores:
             continue
         check_runner()
-        examples = task.load(lang, params["split"])[: params.get("max_examples")]
+        examples = evaluation_set(task.load(lang, params["split"]), params.get("max_examples"),
+                                  params.get("sample_seed", 0))
         scores[lang] = task.evaluate(model, examples, tokenizer, max_length, params["batch_size"], id_map)
         write_json(partial, scores)
         print(f"{lang}: {task.metric} {scores[lang]['score']:.1f} (n={len(examples)})", flush=True)

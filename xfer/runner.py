@@ -96,12 +96,12 @@ def validate(grid: Grid) -> tuple[Grid, dict]:
     for name in grid.intermediate.tasks:
         parts = [_task("intermediate.task", part) for part in name.split("+")]  # "a+b": multi-task
         have = sorted(set.intersection(*(set(_languages("intermediate.languages", t, "train")) for t in parts)))
-        if grid.intermediate.languages is None:
+        if grid.intermediate.languages_of(name) is None:
             if len(have) != 1:
                 raise ConfigError(f"intermediate.languages: null needs single-language tasks, but {name} has "
                                   f"{len(have)} training languages; list them, allowed: {', '.join(have)}")
             own[name] = have
-        for lang in grid.intermediate.languages or have:
+        for lang in grid.intermediate.languages_of(name) or have:
             if lang not in have:
                 raise ConfigError(f"intermediate.languages: {lang!r} has no {name} training data; "
                                   f"allowed: {', '.join(have) or _none_here()}")
@@ -418,6 +418,11 @@ def lineage(run: Run, by_id: dict) -> dict:
     return out
 
 
+def _budget(inter: Run | None) -> str:
+    """The intermediate run's budget arm: "steps" (fixed max_steps) or "epochs"; "" for none."""
+    return "" if inter is None else "steps" if inter.params["train"]["max_steps"] else "epochs"
+
+
 def _training_row(run: Run, by_id: dict) -> dict:
     """Did a training phase learn? Its loss at the start and the end (mean of the first and last
     tenth of the logged steps) and its English (own-language, for an intermediate corpus) dev score."""
@@ -430,7 +435,9 @@ def _training_row(run: Run, by_id: dict) -> dict:
             "upstream": (f"{inter.params['task']}-{inter.params['language']}-{inter.params['size']}"
                          if inter and run.phase == "target" else "pretrained"),
             "random_init": chain["pretrained"].params["model"].get("random_init", False),
+            "inter_budget": _budget(inter),
             "n_train": m.get("n_train"), "steps": m.get("steps"),
+            "examples_seen": m.get("examples_seen"), "tokens_seen": m.get("tokens_seen"),
             "loss_start": sum(losses[:k]) / k, "loss_end": sum(losses[-k:]) / k,
             "dev_score": m.get("dev_score"), "selected_step": m.get("selected_step"),
             "train_seconds": m.get("train_seconds")}
@@ -478,6 +485,7 @@ def collect(path: str | Path, overrides: list[str] = ()) -> Path:
                 "inter_task": inter.params["task"] if inter else "none",
                 "inter_lang": inter.params["language"] if inter else "none",
                 "inter_size": (inter.params["size"] if inter else 0),
+                "inter_budget": _budget(inter),
                 "target_task": ev.params["task"], "target_lang": t.params["language"] if t else "none",
                 "train_task": t.params["task"] if t else "none",
                 "eval_task": ev.params["task"], "eval_lang": lang, "split": ev.params["split"],

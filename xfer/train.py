@@ -84,6 +84,7 @@ def train(model, features: list[dict], collate, cfg: TrainConfig, seed: int, sta
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
     step, losses = 0, []
+    seen = {"examples": 0, "tokens": 0}  # the dose: examples and non-pad subword tokens fed, all micro-batches
     best = {"score": -math.inf, "step": None, "state": None, "stale": 0, "history": []}
     state = load_state(state_path, dev) if state_path is not None else None
     if state is not None:  # resume an interrupted run
@@ -91,6 +92,7 @@ def train(model, features: list[dict], collate, cfg: TrainConfig, seed: int, sta
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
         step, losses, best = state["step"], state["losses"], state["best"]
+        seen = state.get("seen", seen)
         torch.set_rng_state(state["rng"])  # dropout masks continue as if never interrupted
         if dev.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"])
@@ -105,6 +107,8 @@ def train(model, features: list[dict], collate, cfg: TrainConfig, seed: int, sta
         for micro in range(cfg.grad_accum):
             chunk = batches(step * cfg.grad_accum + micro)
             batch = {k: v.to(dev) if torch.is_tensor(v) else v for k, v in collate(chunk).items()}
+            seen["examples"] += len(chunk)
+            seen["tokens"] += int(batch["attention_mask"].sum())
             with autocast(model):
                 loss = model(**batch).loss / cfg.grad_accum
             loss.backward()
@@ -136,7 +140,7 @@ def train(model, features: list[dict], collate, cfg: TrainConfig, seed: int, sta
             tmp = state_path.with_suffix(".tmp")
             try:
                 torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                            "step": step, "losses": losses, "best": best, "rng": torch.get_rng_state(),
+                            "step": step, "losses": losses, "best": best, "seen": seen, "rng": torch.get_rng_state(),
                             "cuda_rng": torch.cuda.get_rng_state() if dev.type == "cuda" else None}, tmp)
                 os.replace(tmp, state_path)
             except BaseException:  # a full disk leaves no half-written state behind
@@ -144,9 +148,10 @@ def train(model, features: list[dict], collate, cfg: TrainConfig, seed: int, sta
                 raise
     bar.close()
     seconds = time.perf_counter() - t0
-    if best["state"] is not None:
+    if best["state"] is not None and cfg.keep == "best":
         model.load_state_dict(best["state"])
-    return {"steps": step, "losses": losses, "train_seconds": seconds,
+    return {"steps": step, "examples_seen": seen["examples"], "tokens_seen": seen["tokens"],
+            "losses": losses, "train_seconds": seconds,
             "samples_per_second": samples / seconds if seconds > 0 else None,
             "selected_step": best["step"], "dev_history": best["history"],
             "dev_score": None if best["step"] is None else best["score"]}

@@ -77,6 +77,15 @@ class Task:
     description: str = ""
     languages_hint: tuple[str, ...] = field(default=())  # hub languages (local: read off the folder)
     translation_of: str | None = None  # a row-aligned translation of this task's corpus (same content)
+    row_aligned: bool = False  # its languages are row-aligned translations of one corpus (XNLI)
+
+    def content(self) -> tuple[str, bool]:
+        """The corpus this task's text comes from, and whether its rows are aligned translations of
+        it. Runs of equal content key, size and seed differ only in language when aligned: the
+        English one is then the control of the other (sst2_pt -> sst2; xnli_derived de -> en)."""
+        if self.translation_of:
+            return self.translation_of, True
+        return self.name, self.row_aligned
 
     # -- data -------------------------------------------------------------------------
     def path(self, lang: str, split: str) -> Path:

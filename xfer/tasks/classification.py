@@ -104,9 +104,13 @@ class FileTask(Task):
 
     file_splits: tuple[tuple[str, str], ...] = ()  # split -> its name in `local`
     hub_splits: tuple[tuple[str, str], ...] = ()  # split -> hub split ("test_lay+test_expert")
+    split_local: tuple[tuple[str, str], ...] = ()  # split -> a file template of its own (another release)
 
     def file_split(self, split: str) -> str:
         return dict(self.file_splits).get(split, split)
+
+    def template(self, split: str) -> str:
+        return dict(self.split_local).get(split, self.local)
 
     def hub_split(self, split: str) -> str:
         return dict(self.hub_splits).get(split) or super().hub_split(split)
@@ -118,16 +122,16 @@ class FileTask(Task):
 
     def path(self, lang: str, split: str) -> Path:
         self.check_language(lang)
-        return data_dir() / self.local.format(lang=lang, split=self.file_split(split))
+        return data_dir() / self.template(split).format(lang=lang, split=self.file_split(split))
 
     def languages(self, split: str) -> list[str]:
         self.check_split(split)
         root = data_dir()
         if not self.reads_local():
             return list(self.languages_hint) or xtreme_languages(self.name)
-        if "{lang}" not in self.local:
+        if "{lang}" not in self.template(split):
             return [lang for lang in self.languages_hint if self.path(lang, split).exists()]
-        local = self.local.replace("{split}", self.file_split(split))
+        local = self.template(split).replace("{split}", self.file_split(split))
         first, *rest = [re.escape(part) for part in local.split("{lang}")]
         pattern = first + "".join(("(?P<lang>%s)" % LANG_CODE if i == 0 else "(?P=lang)") + part
                                   for i, part in enumerate(rest))  # a template may repeat {lang}
@@ -251,9 +255,10 @@ CLASSIFICATION_TASKS = [
     # -- targets ------------------------------------------------------------------------------
     ClassificationTask(
         name="xnli", family="classification", metric="accuracy", local="xtreme/xnli/{split}-{lang}.tsv",
-        header=NLI_TSV, hub_id="facebook/xnli", unlabelled=("test",), languages_hint=XNLI_LANGS,
+        header=NLI_TSV, hub_id="facebook/xnli", unlabelled=("test",), languages_hint=XNLI_LANGS, row_aligned=True,
         description="XNLI (XTREME layout): dev labelled, test labels hidden in this release; English "
-                    "train = MNLI (XTREME writes it as xnli/train-en.tsv)",
+                    "train = MNLI (XTREME writes it as xnli/train-en.tsv); on the hub, train in every "
+                    "language = MNLI's 392,702 pairs machine-translated, row-aligned across the 15 languages",
     ),
     ClassificationTask(
         name="pawsx", family="classification", metric="accuracy", labels=("different", "paraphrase"),
@@ -324,10 +329,12 @@ CLASSIFICATION_TASKS = [
         description="KorNLI: XNLI dev/test translated to Korean, labelled",
     ),
     ClassificationTask(
-        name="xnli_derived", family="classification", metric="accuracy", splits=("train",),
+        name="xnli_derived", family="classification", metric="accuracy", splits=("train", "dev"),
         file_splits=(("train", "test"),), local="extra/xnli_test_derived/{split}-{lang}.tsv", header=NLI_TSV,
-        hub_id="facebook/xnli", hub_splits=(("train", "test"),), languages_hint=XNLI_LANGS,
-        description="XNLI test (5,010 pairs) as a training corpus; local labels are a projection from "
-                    "KorNLI's row-aligned Korean test, not the official labels (the hub has those)",
+        split_local=(("dev", "xtreme/xnli/dev-{lang}.tsv"),), hub_id="facebook/xnli",
+        hub_splits=(("train", "test"),), languages_hint=XNLI_LANGS, row_aligned=True,
+        description="XNLI test (5,010 pairs, 15-way parallel) as a training corpus in any of its languages, "
+                    "XNLI dev for model selection; local labels are a projection from KorNLI's row-aligned "
+                    "Korean test, not the official labels (the hub has those)",
     ),
 ]
