@@ -236,6 +236,35 @@ class EvaluateConfig(Strict):
         return once(v, "language") if isinstance(v, list) else v
 
 
+class SlurmResources(Strict):
+    """What one run asks Slurm for. Defaults fit one GPU per run; `sbatch` takes any other flag
+    (`{constraint: a100, reservation: x}` -> `--constraint=a100 --reservation=x`) without code changes."""
+
+    partition: str | None = None
+    gpus: int = Field(1, ge=0, le=16)  # as --gres=gpu:N
+    cpus_per_task: int = Field(8, ge=1, le=1024)
+    mem_gb: float = Field(64, gt=0, le=4096)
+    time_min: int = Field(24 * 60, ge=1, le=60 * 24 * 30)
+    account: str | None = None
+    qos: str | None = None
+    sbatch: dict[str, str | int | bool] = {}
+
+
+class ExecutorConfig(Strict):
+    """Where runs execute: `local` (one after another in this process's machine) or `slurm` (each
+    phase's runs as job arrays, each job after its own upstream job; same notebooks, same run
+    folders). `phases` overrides `slurm` per phase, e.g. `{evaluate: {gpus: 1, time_min: 60}}`."""
+
+    kind: Literal["local", "slurm"] = "local"
+    slurm: SlurmResources = SlurmResources()
+    phases: dict[Literal["pretrained", "intermediate", "target", "evaluate"], dict] = {}
+    array_parallelism: int = Field(64, ge=1, le=10_000)  # at most this many runs of an array at once
+
+    def resources(self, phase: str) -> SlurmResources:
+        pretrained = {"gpus": 0, "time_min": 120} if phase == "pretrained" else {}  # a conversion, on a CPU
+        return SlurmResources(**{**self.slurm.model_dump(), **pretrained, **self.phases.get(phase, {})})
+
+
 class Grid(Strict):
     name: str
     description: str = ""
@@ -249,6 +278,7 @@ class Grid(Strict):
     intermediate: IntermediateConfig
     target: TargetConfig | list[TargetConfig]
     evaluate: EvaluateConfig = EvaluateConfig()
+    executor: ExecutorConfig = ExecutorConfig()
 
     @field_validator("name")
     @classmethod
