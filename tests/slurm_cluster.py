@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -37,6 +38,8 @@ class Cluster:
     def __init__(self, folder: Path):
         self.dir = Path(folder)
         self.conf = self.dir / "slurm.conf"
+        # munged runs as user munge, who cannot enter a root-only folder such as pytest's tmp_path
+        self.munge = Path(tempfile.mkdtemp(prefix="xfer-munge-"))
         self.env = {**os.environ, "SLURM_CONF": str(self.conf)}
 
     def _write_config(self) -> None:
@@ -54,7 +57,7 @@ SlurmctldHost={host}
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
-AuthInfo=socket={d}/munge/munge.socket
+AuthInfo=socket={self.munge}/munge.socket
 StateSaveLocation={d}/state
 SlurmdSpoolDir={d}/spool
 SlurmctldPidFile={d}/slurmctld.pid
@@ -81,8 +84,7 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
         (self.dir / "gres.conf").write_text(f"NodeName={node.split()[0].split('=')[1]} Name=gpu File={d}/gpu/nvidia[0-1]\n")
 
     def _start_munge(self) -> None:
-        munge = self.dir / "munge"
-        munge.mkdir(mode=0o711, exist_ok=True)
+        munge = self.munge
         os.chmod(munge, 0o711)
         user = pwd.getpwnam("munge")
         key = munge / "munge.key"
@@ -111,11 +113,12 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
         raise RuntimeError(f"single-node Slurm did not become idle in {timeout} s; logs in {self.dir}")
 
     def pids(self) -> dict[str, int]:
-        files = {"slurmd": "slurmd.pid", "slurmctld": "slurmctld.pid", "munged": "munge/munged.pid"}
+        files = {"slurmd": self.dir / "slurmd.pid", "slurmctld": self.dir / "slurmctld.pid",
+                 "munged": self.munge / "munged.pid"}
         out = {}
-        for name, rel in files.items():
+        for name, path in files.items():
             try:
-                out[name] = int((self.dir / rel).read_text().strip())
+                out[name] = int(path.read_text().strip())
             except (FileNotFoundError, ValueError):
                 pass
         return out
@@ -131,6 +134,7 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
             time.sleep(0.2)
         for pid in pids.values():
             _kill(pid, signal.SIGKILL)
+        shutil.rmtree(self.munge, ignore_errors=True)
 
 
 def _kill(pid: int, sig) -> None:
