@@ -124,7 +124,12 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
         return out
 
     def stop(self, timeout: float = 20) -> None:
-        """Stop every daemon by its pidfile: slurmd first (it kills the running job steps)."""
+        """Cancel every job, then stop every daemon by its pidfile, slurmd first."""
+        subprocess.run(["scancel", "--full", "--user=root"], env=self.env, capture_output=True)
+        deadline = time.time() + timeout
+        while time.time() < deadline and subprocess.run(["squeue", "-h"], env=self.env, capture_output=True,
+                                                         text=True).stdout.strip():
+            time.sleep(0.5)
         pids = self.pids()
         for name in DAEMONS:
             if name in pids:

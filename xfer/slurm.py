@@ -125,9 +125,10 @@ def job_states(job_ids: list[str]) -> dict[str, tuple[str, str]]:
 
 
 def status(params: str | Path, overrides: list[str] = ()) -> dict[str, dict[str, list]]:
-    """Per phase: run ids done / running / pending / failed / not submitted. A job that Slurm
-    ended without the run finishing or recording its own error gets an error.json naming the
-    job, its state and Slurm's reason, so `make report` lists it."""
+    """Per phase: run ids done / running / pending / failed / not submitted. A run whose job ended
+    without finishing it gets the job, its state and Slurm's reason in its error.json (beside the
+    run's own error, if it left one: a scancel shows as "Kernel died" from inside), so `make
+    report` lists it with the cause."""
     from xfer import runner
 
     grid, runs = runner.plan(params, overrides)
@@ -143,18 +144,28 @@ def status(params: str | Path, overrides: list[str] = ()) -> dict[str, dict[str,
                 key = "done"
             elif state in ACTIVE:
                 key = "running" if state == "RUNNING" else "pending"
+            elif sub:  # its job ended and the run is not done: a failure, in Slurm's words too
+                key = "failed"
+                _record_failure(run, folder, sub["job"], state, reason)
             elif (folder / "error.json").exists():
                 key = "failed"
-            elif sub:
-                key = "failed"
-                write_json(folder / "error.json", {
-                    "phase": phase, "run_id": run.id, "notebook": str(folder / "notebook.ipynb"),
-                    "error": f"Slurm job {sub['job']} ended {state}" + (f" ({reason})" if reason else "")
-                             + " before the run finished", "slurm_job": sub["job"], "slurm_state": state})
             else:
                 key = "not submitted"
             table[phase][key].append((run.id, sub["job"] if sub else "", str(folder / "notebook.ipynb")))
     return table
+
+
+def _record_failure(run, folder: Path, job: str, state: str, reason: str) -> None:
+    """error.json for a run whose job ended without finishing it: Slurm's state and reason (time
+    limit, scancel, out of memory, a cancelled upstream), with the run's own error if it left one."""
+    path = folder / "error.json"
+    err = read_json(path) if path.exists() else {}
+    if err.get("slurm_job") == job:
+        return
+    said = f"Slurm job {job} ended {state}" + (f" ({reason})" if reason and reason != "None" else "")
+    err.update(phase=run.phase, run_id=run.id, notebook=str(folder / "notebook.ipynb"), slurm_job=job,
+               slurm_state=state, error=said + (f": {err['error']}" if err.get("error") else " before the run finished"))
+    write_json(path, err)
 
 
 def describe(table: dict) -> str:
