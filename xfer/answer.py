@@ -90,7 +90,7 @@ def target_sentence(row: pd.Series, config: dict) -> str:
                  f"(TOST p {_p(row['p_tost'])}). ")
     else:
         text += (f"Inconclusive, minimum detectable slope {_num(row['mde'], '.2f')} points per decade at "
-                 f"{config['power']:.0%} power (run SD {row['run_sd']:.2f}, {row['run_sd_source']})"
+                 f"{config['power'] * 100:.0f} % power (run SD {row['run_sd']:.2f}, {row['run_sd_source']})"
                  + (f"; underpowered: the smallest effect of interest is ±{bound}" if row["underpowered"] else "")
                  + f"; equivalence to ±{bound} not shown (TOST p {_p(row['p_tost'])}). ")
     return text
@@ -165,7 +165,7 @@ def bottom_line(stats: dict) -> str:
         meaning.append(f"{r['target_task']}: " + {
             "effect": _claim(r) if r["status"] == "tested" else "",
             "equivalent": f"no effect larger than ±{config['smallest_effect']} points per decade",
-            "inconclusive": f"inconclusive, minimum detectable slope {_num(r['mde'], '.2f')}"
+            "inconclusive": f"inconclusive, minimum detectable slope {_num(r['mde'], '.2f')} points per decade"
                             + (" (underpowered)" if r["underpowered"] else ""),
             "untestable": f"untestable ({r['why']})"}[v])
     return (f"**Estimate:** {est} points of D per tenfold non-English corpus size (low-resource minus other "

@@ -178,7 +178,8 @@ def plot_primary(stats: dict) -> Figure:
         sizes = sorted(u["inter_size"].unique())
         ax.set_xticks(np.log10(np.array(sizes, float)), [A.fmt_size(s) for s in sizes], fontsize=7)
         ax.set_title(f"{key[0]} (trained on {key[1]})\n{title}", fontsize=8)
-        ax.legend(fontsize=6, frameon=False)
+        if len(u):
+            ax.legend(fontsize=6, frameon=False)
     for ax in axes[len(targets):]:
         ax.set_visible(False)
     fig.supxlabel("intermediate corpus size (sentences, log scale)", fontsize=9)

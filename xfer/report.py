@@ -108,8 +108,9 @@ def registered(results_dir: str | Path | None, grid: dict) -> str:
     """The grid's current analysis plan against the one registered when its runs began, in words."""
     path = (root() / (results_dir or ".")) / "preregistration.json"  # an absolute results_dir stays as it is
     if results_dir is None or not path.exists():
-        return ("no pre-registration record beside these results (the runs began before xfer wrote one): the "
-                "low-resource definition and the primary block may have been set after the results were seen.")
+        return ("no pre-registration record beside these results (xfer writes one when the first run starts; "
+                "older results have none): the low-resource definition and the primary block may have been set "
+                "after the results were seen.")
     reg = read_json(path)
     try:
         now = analysis_plan(grid.get("params", {}))

@@ -327,7 +327,7 @@ def secondary(deg: pd.DataFrame, definition: str) -> pd.DataFrame:
     intercept: it removes everything a run shares across its languages, the size main effect
     included (a random run intercept crossed with languages took minutes to fit here). Point
     estimates and variance components only: no simulation checks this model's intervals, so the
-    report quotes none, and it never drives the answer. A fallback structure is named in `model`."""
+    report quotes none, and it never drives the answer. The structure fitted (or its fallback) is in `note`."""
     langs = A.load_languages()
     d = A._intermediate(deg)
     d = d[~d["leak"] & (d["inter_lang"] != "en") & d[f"low_{definition}"].notna()]
@@ -351,8 +351,8 @@ def secondary(deg: pd.DataFrame, definition: str) -> pd.DataFrame:
             rows.append({**dict(zip(A.TARGET, key)), "term": term,
                          "coef": fit.params.get(term, np.nan) if fit is not None else np.nan,
                          "n_rows": len(g), "n_runs": g["intermediate_run"].nunique(),
-                         "n_languages": g["eval_lang"].nunique(), "model": label})
-    return pd.DataFrame(rows, columns=A.TARGET + ["term", "coef", "n_rows", "n_runs", "n_languages", "model"])
+                         "n_languages": g["eval_lang"].nunique(), "note": label})
+    return pd.DataFrame(rows, columns=A.TARGET + ["term", "coef", "n_rows", "n_runs", "n_languages", "note"])
 
 
 def _fit_mixed(g: pd.DataFrame, terms: list[str]):
@@ -441,9 +441,13 @@ def plan_lines(grid, runs: dict) -> str:
     lines.append(f"  design of the test: {table['inter_lang'].ne('en').sum()} non-English runs in {len(u)} "
                  f"independent units ({', '.join(sorted(non_en['english_control'].unique())) or 'none'} English control)"
                  + (f"; {'; '.join(notes)}" if notes else ""))
-    for task, m, df, sd, source in out:
+    same: dict = {}  # targets with the same design and run SD share one line
+    for task, *rest in out:
+        same.setdefault(tuple(rest), []).append(task)
+    for (m, df, sd, source), tasks in same.items():
         what = f"{m:.2f} points per decade (df {df})" if np.isfinite(m) else "none: size does not vary, untestable"
-        lines.append(f"  minimum detectable slope at {cfg.power:.0%} power, {task}: {what}; run SD {sd:.2f} {source}")
+        lines.append(f"  minimum detectable slope at {cfg.power * 100:.0f} % power, {', '.join(tasks)}: {what}; "
+                     f"run SD {sd:.2f} {source}")
     if worst > cfg.smallest_effect:
         lines.append(f"  warning: the minimum detectable slope exceeds the smallest effect of interest "
                      f"({cfg.smallest_effect} points per decade): this grid is underpowered for its primary test")
