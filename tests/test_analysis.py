@@ -342,3 +342,22 @@ def test_plan_measures_the_run_sd_on_finished_results_of_the_same_model(tmp_path
     other = grid.model_dump(mode="json") | {"model": {**grid.model_dump(mode="json")["model"], "name": "other"}}
     write_results(tmp_path, results, params=other)  # another model's results measure nothing
     assert stats.measured_run_sd(grid) == {}
+
+
+def test_a_fixed_epochs_arm_is_exploratory_beside_the_fixed_steps_arm():
+    """The same corpora under two budgets: the primary test uses fixed steps; the epochs arm, whose
+    dose grows with size, appears in the sensitivity table with its confound flagged."""
+    steps = make_results(inter_langs=("sw", "en"), slope_low=0.0, seed=3).assign(inter_budget="steps")
+    epochs = make_results(inter_langs=("sw", "en"), slope_low={"sw": -3.0, "en": 0.0}, seed=4)
+    epochs = epochs.assign(inter_budget="epochs")
+    epochs["intermediate_run"] = epochs["intermediate_run"].str.replace("inter", "epochs")
+    epochs = epochs[epochs["inter_size"] > 0]
+    training = pd.concat([
+        pd.DataFrame({"run_id": steps["intermediate_run"], "steps": 250}),
+        pd.DataFrame({"run_id": epochs["intermediate_run"], "steps": epochs["inter_size"] // 16})]
+    ).query("run_id != ''").drop_duplicates("run_id").set_index("run_id")
+    res = _analyse(pd.concat([steps, epochs]), training=training)
+    row = _one(res["primary"])
+    assert row["budget"] == "steps" and row["n_runs"] == 9 and row["dose_confounded"] == ""
+    other = _one(res["sensitivity"], budget="epochs")
+    assert other["dose_confounded"] == "steps" and other["ci_high"] < 0

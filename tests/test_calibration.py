@@ -35,7 +35,8 @@ def simulate(langs, n_sims=N_SIMS, corpora=DEMO["corpora"], sizes=DEMO["sizes"],
     language's own size trend, the same after every corpus). Planted: slope_low_nonen·x on low-resource
     languages after non-English corpora (the question's effect), slope_low_en the same after English,
     slope_all_nonen on every language after non-English corpora, leak_slope only where j == L, and
-    steps_slope·log10(steps) everywhere after non-English corpora (budget "epochs": steps ∝ size)."""
+    steps_slope·log10(steps) on low-resource languages after non-English corpora (budget "epochs":
+    steps ∝ size)."""
     g = np.random.default_rng(rng)
     langs = np.array(langs)
     low = analysis.low_resource(analysis.load_languages(), "joshi_le2").reindex(langs).fillna(False).to_numpy(bool)
@@ -226,7 +227,8 @@ def test_english_control_equal_slopes_make_no_language_specific_claim(udpos_lang
     results, training = simulate(udpos_langs, rng=8, n_sims=N_SIMS, slope_low_nonen=-2.0, slope_low_en=-2.0)
     out = analyse(results, training)[2]
     assert _rate(out["effect"]) <= 0.08
-    assert out["slope_nonen"].mean() == pytest.approx(-2, abs=0.2) and out["slope_en"].mean() == pytest.approx(-2, abs=0.2)
+    assert out["slope_nonen"].mean() == pytest.approx(-2, abs=0.2)
+    assert out["slope_en"].mean() == pytest.approx(-2, abs=0.2)
     res, text = _one_answer(results, training, f"t{np.flatnonzero(~out['effect'])[0]:03d}")
     assert "larger non-English corpora went with" not in text and "after the English one" in text
 

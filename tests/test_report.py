@@ -29,7 +29,8 @@ def _ensure_kernel():
 def rendered(tmp_path_factory):
     _ensure_kernel()
     tmp = tmp_path_factory.mktemp("report")
-    results_dir = write_results(tmp / "results", make_results(inter_langs=("sw", "en"), slope_low={"sw": -2.0, "en": 0.0}))
+    results = make_results(inter_langs=("sw", "en"), slope_low={"sw": -2.0, "en": 0.0})
+    results_dir = write_results(tmp / "results", results)
     executed = tmp / "04_report.ipynb"
     pm.execute_notebook(NOTEBOOK, executed, kernel_name="python3", parameters={"results_dir": str(results_dir)},
                         cwd=str(root()), progress_bar=False)

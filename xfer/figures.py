@@ -112,7 +112,8 @@ def plot_heatmap(deg: pd.DataFrame, definition: str) -> Figure:
 
 def plot_gap(deg: pd.DataFrame, definition: str) -> Figure:
     """The transfer gap to English (score − same run's English score) at each corpus size, for
-    low-resource and other languages: language means as faint points, the mean over languages as a line. One panel per target task × intermediate language; the baseline is the first x."""
+    low-resource and other languages: language means as faint points, the mean over languages as a
+    line. One panel per target task × intermediate language; the baseline is the first x."""
     d = A.headline(deg)
     d = d[d["gap_en"].notna() & (d["eval_lang"] != "en")]
     d = d.assign(level=np.where(A._low(d, definition), "low-resource", "other"))

@@ -127,7 +127,8 @@ def registered(results_dir: str | Path | None, grid: dict) -> str:
 
 # the design's defining settings, shown even at their default values
 DESIGN_KEYS = {"seeds", "low_resource", "analysis.primary.smallest_effect", "analysis.primary.alpha",
-               "analysis.primary.power", "analysis.primary.assumed_run_sd", "model.source", "model.name", "intermediate.task",
+               "analysis.primary.power", "analysis.primary.assumed_run_sd", "model.source", "model.name",
+               "intermediate.task",
                "intermediate.languages", "intermediate.sizes", "target.task", "target.language",
                "evaluate.languages", "evaluate.split"}
 

@@ -163,16 +163,24 @@ def dose(runs: pd.DataFrame) -> dict:
     return out
 
 
-def primary(runs: pd.DataFrame, config: dict | None = None, definition: str = "") -> pd.DataFrame:
+def _in_arm(runs: pd.DataFrame, budget: str | None = None) -> tuple[pd.DataFrame, pd.Series]:
+    """The runs of one budget arm per target (`budget`, else the primary arm), and that arm per target."""
+    arms = runs.groupby(A.TARGET)["inter_budget"].agg(lambda s: budget if budget is not None else arm(s.to_frame()))
+    keep = runs["inter_budget"].to_numpy() == arms.reindex(pd.MultiIndex.from_frame(runs[A.TARGET])).to_numpy()
+    return runs[keep], arms
+
+
+def primary(runs: pd.DataFrame, config: dict | None = None, definition: str = "", budget: str | None = None
+            ) -> pd.DataFrame:
     """The primary test, one row per target: design (runs, units, corpora, English control, languages),
     the slope of D with its CI, t and permutation p, Holm across targets, TOST, the MDE (from the run
     SD measured here when the residual df ≥ 3, else the declared assumption), the mean Δ on the
     low-resource languages with a t-interval over seeds (its sign gives the direction), and the slopes
-    of the two parts of D (non-English contrast, English contrast; point estimates)."""
+    of the two parts of D (non-English contrast, English contrast; point estimates). `budget` picks
+    another arm than the pre-registered one (fixed steps), for the exploratory tables."""
     cfg = _primary_config(config)
     alpha, bound = cfg["alpha"], cfg["smallest_effect"]
-    arms = runs.groupby(A.TARGET)["inter_budget"].agg(lambda s: arm(s.to_frame()))
-    runs = runs[runs["inter_budget"].to_numpy() == arms.reindex(pd.MultiIndex.from_frame(runs[A.TARGET])).to_numpy()]
+    runs, arms = _in_arm(runs, budget)
     non_en_all = runs[runs["inter_lang"] != "en"]
     by_target = dict(list(non_en_all.groupby(A.TARGET, sort=False)))
     all_units = dict(list(A.units(non_en_all).groupby(A.TARGET, sort=False)))
@@ -266,11 +274,17 @@ def holm(p: pd.Series) -> np.ndarray:
 # ----------------------------------------------------------------------------- exploratory
 
 
-def sensitivity(deg: pd.DataFrame, training: pd.DataFrame | None, config: dict | None) -> pd.DataFrame:
-    """The primary slope under every low-resource definition (exploratory: only the grid's own
-    definition is the pre-registered test)."""
+def sensitivity(deg: pd.DataFrame, training: pd.DataFrame | None, config: dict | None,
+                definition: str = A.DEFAULT_DEFINITION) -> pd.DataFrame:
+    """The primary slope under every low-resource definition, and in every other budget arm (a
+    fixed-epochs arm beside fixed steps) under the grid's definition: exploratory, only the grid's
+    definition in the fixed-steps arm is the pre-registered test."""
     tables = [primary(A.run_contrasts(deg, d, training), config, d) for d in A.DEFINITIONS]
-    cols = ["definition"] + A.TARGET + ["status", "n_low", "slope", "ci_low", "ci_high", "p", "why"]
+    runs = A.run_contrasts(deg, definition, training)
+    for other in sorted(set(runs["inter_budget"]) - {arm(runs)}):
+        tables.append(primary(runs, config, definition, budget=other))
+    cols = (["definition", "budget"] + A.TARGET
+            + ["status", "n_low", "slope", "ci_low", "ci_high", "p", "dose_confounded", "why"])
     return pd.concat(tables, ignore_index=True).reindex(columns=cols) if tables else pd.DataFrame(columns=cols)
 
 
@@ -278,8 +292,7 @@ def correlations(runs: pd.DataFrame) -> pd.DataFrame:
     """Run-level correlations of D with log10 size over the primary units (exploratory, unadjusted):
     Pearson (`pg.corr`), within seed (`pg.rm_corr`, seeds as subjects) and, where training dose was
     recorded and varies, controlling for log10 tokens (or steps) seen (`pg.partial_corr`)."""
-    arms = runs.groupby(A.TARGET)["inter_budget"].agg(lambda s: arm(s.to_frame()))
-    runs = runs[runs["inter_budget"].to_numpy() == arms.reindex(pd.MultiIndex.from_frame(runs[A.TARGET])).to_numpy()]
+    runs = _in_arm(runs)[0]
     runs = runs[runs["inter_lang"] != "en"]
     dose_col = next((c for c in ("tokens_seen", "steps") if len(runs) and runs[c].notna().all()), None)
     if dose_col:  # units() averages it over the runs of a unit
@@ -387,7 +400,7 @@ def analyse(deg: pd.DataFrame, grid: dict, training: pd.DataFrame | None = None,
            "primary": primary(runs, config, definition), "leakage": A.leakage(deg)}
     if exploratory:
         out.update(correlations=correlations(runs), secondary=secondary(deg, definition),
-                   sensitivity=sensitivity(deg, training, config))
+                   sensitivity=sensitivity(deg, training, config, definition))
     return out
 
 
@@ -414,8 +427,8 @@ def plan_lines(grid, runs: dict) -> str:
                      "inter_budget": "steps" if p["train"].get("max_steps") else "epochs"})
     table = pd.DataFrame(rows, columns=["intermediate_run", "inter_task", "inter_lang", "inter_size", "log10_size",
                                         "seed", "inter_budget"]).set_index("intermediate_run")
-    lines = [f"  primary estimand: per non-English intermediate run, D = mean Δ on low-resource ('{grid.low_resource}') "
-             "− mean Δ on the other evaluation languages (corpus language and English left out), minus the same "
+    lines = [f"  primary estimand: per non-English intermediate run, D = mean Δ on low-resource "
+             f"('{grid.low_resource}') − mean Δ on the other evaluation languages (corpus language and English left out), minus the same "
              "for the English corpus of the same content, size and seed where the grid has it; test: OLS slope of "
              f"D on log10 size with seed and corpus intercepts, points per tenfold size, α = {cfg.alpha} "
              f"(Holm over {len(grid.targets)} target(s)), permutation within seed, TOST ±{cfg.smallest_effect}"]
@@ -424,7 +437,8 @@ def plan_lines(grid, runs: dict) -> str:
     table["content"], table["aligned"] = zip(*table["inter_task"].map(A._content))
     table = table[table["inter_budget"] == arm(table)].reset_index()
     partner, control = A.pair(table)
-    non_en = table.assign(partner=np.where(partner >= 0, table["intermediate_run"].to_numpy()[np.maximum(partner, 0)], ""),
+    ids = table["intermediate_run"].to_numpy()
+    non_en = table.assign(partner=np.where(partner >= 0, ids[np.maximum(partner, 0)], ""),
                           english_control=control, D=0.0, c=0.0, c_en=0.0)
     non_en = non_en[(non_en["inter_lang"] != "en") & (non_en["english_control"] != "missing for this size/seed")]
     u = A.units(non_en)
@@ -439,7 +453,8 @@ def plan_lines(grid, runs: dict) -> str:
         worst = max(worst, m) if np.isfinite(m) else np.inf
         out.append((tc.task, m, df, sd, source))
     lines.append(f"  design of the test: {table['inter_lang'].ne('en').sum()} non-English runs in {len(u)} "
-                 f"independent units ({', '.join(sorted(non_en['english_control'].unique())) or 'none'} English control)"
+                 f"independent units ({', '.join(sorted(non_en['english_control'].unique())) or 'no'} "
+                 "English control)"
                  + (f"; {'; '.join(notes)}" if notes else ""))
     same: dict = {}  # targets with the same design and run SD share one line
     for task, *rest in out:
