@@ -22,8 +22,8 @@ def _num(v: float, fmt: str = "+.2f") -> str:
     return format(v, fmt) if np.isfinite(v) else "n/a"
 
 
-def verdict(row: pd.Series, config: dict) -> str:
-    """One of: effect, equivalent, inconclusive, untestable (with why)."""
+def verdict(row: pd.Series) -> str:
+    """What the tests allow: effect, equivalent, inconclusive or untestable."""
     if row["status"] != "tested":
         return "untestable"
     if row["effect"]:
@@ -82,7 +82,7 @@ def target_sentence(row: pd.Series, config: dict) -> str:
         text += ("With no English corpus of the same content in the grid, D is not corrected for what more "
                  "training of any language does, so a slope could not be attributed to the corpus being non-English. ")
     text += _direction(row)
-    v = verdict(row, config)
+    v = verdict(row)
     if v == "effect":
         text += f"Both tests reject at α = {alpha} after Holm: {_claim(row)}. "
     elif v == "equivalent":
@@ -161,7 +161,7 @@ def bottom_line(stats: dict) -> str:
                    for _, r in tested.iterrows())
     meaning = []
     for _, r in table.iterrows():
-        v = verdict(r, config)
+        v = verdict(r)
         meaning.append(f"{r['target_task']}: " + {
             "effect": _claim(r) if r["status"] == "tested" else "",
             "equivalent": f"no effect larger than ±{config['smallest_effect']} points per decade",

@@ -24,7 +24,6 @@ from scipy import stats as sps
 
 from xfer import analysis as A
 
-MIN_BOOT_RUNS = 10
 
 
 # ----------------------------------------------------------------------------- the core (vectorised)
@@ -212,7 +211,7 @@ def primary(runs: pd.DataFrame, config: dict | None = None, definition: str = ""
             row.update(status="tested", why="", p_perm=float(permutation_p(u, n_perm=cfg["permutations"])[0]),
                        slope_nonen=parts["slope"][0], slope_en=parts["slope"][1])
         # the run SD behind the MDE: measured on these results where the residual df allows
-        sd, source = cfg["assumed_run_sd"], "assumed (analysis.primary.assumed_run_sd)"
+        sd, source = cfg["assumed_run_sd"], "assumed: analysis.primary.assumed_run_sd"
         measured = run_sd(u)
         if np.isfinite(measured[0]) and measured[1] >= 3:
             sd, source = measured[0], f"measured on these results (df {measured[1]})"
