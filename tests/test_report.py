@@ -29,7 +29,8 @@ def _ensure_kernel():
 def rendered(tmp_path_factory):
     _ensure_kernel()
     tmp = tmp_path_factory.mktemp("report")
-    results_dir = write_results(tmp / "results", make_results(inter_langs=("sw", "en")))
+    results = make_results(inter_langs=("sw", "en"), slope_low={"sw": -2.0, "en": 0.0})
+    results_dir = write_results(tmp / "results", results)
     executed = tmp / "04_report.ipynb"
     pm.execute_notebook(NOTEBOOK, executed, kernel_name="python3", parameters={"results_dir": str(results_dir)},
                         cwd=str(root()), progress_bar=False)
@@ -54,11 +55,12 @@ def test_html_states_question_model_and_results(rendered):
     assert report.QUESTION in text
     assert "tiny-bert (source: scratch)" in text and "not a scientific finding" in text
     assert "2 layers of hidden size 64" in text  # every approximation
-    assert "Spearman ρ" in text or "ρ = " in text
-    assert re.search(r"ρ = -0\.\d\d \(95 % CI -0\.\d\d to -0\.\d\d", text)  # the answer's numbers
-    assert "rm_corr" in text and "log10_size:low_resource" in text  # statistics tables
+    assert "Estimate:" in text and "Meaning:" in text  # the bottom line first
+    assert re.search(r"Slope of D: -\d\.\d\d points per tenfold corpus size \(95 % CI -\d+\.\d\d to", text)
+    assert "no pre-registration record" in text  # this results folder has none
+    assert "rm_corr" in text and "log10_size:low_resource" in text  # exploratory tables
     assert "0123abc" in text and "eval-sw-1000-s1" in text  # provenance and run ids
-    assert html.count("data:image/png;base64") >= 4  # the four figures
+    assert html.count("data:image/png;base64") >= 5  # primary, dose, degradation, heatmap, gap
     assert "cdnjs.cloudflare.com/ajax/libs/mathjax" in html  # published HTML keeps the CDN MathJax
     nb = nbformat.read(rendered["executed"], as_version=4)
     outputs = [o for c in nb.cells for o in c.get("outputs", [])]
@@ -137,3 +139,21 @@ def test_design_table_lists_the_non_default_settings_with_targets_by_index():
     assert rows["intermediate.sizes"] == "0, 300, 1000, 3000, full"
     assert "evaluate.batch_size" in rows and "intermediate.oversize" not in rows
     assert rows["low_resource"] == "joshi_le2"  # a defining setting, shown at its default too
+
+
+def test_preregistration_is_written_once_and_compared(tmp_path):
+    from xfer.config import load_grid
+
+    grid = load_grid(root() / "params" / "smoke.yaml", [f"report_dir={tmp_path}"])
+    path = report.preregister(grid)
+    first = path.read_text()
+    assert '"low_resource": "joshi_le2"' in first and '"smallest_effect": 0.5' in first and '"time"' in first
+    later = load_grid(root() / "params" / "smoke.yaml", [f"report_dir={tmp_path}", "low_resource=either",
+                                                          "analysis.primary.smallest_effect=1"])
+    assert report.preregister(later).read_text() == first  # never overwritten
+    same = report.registered(tmp_path, {"params": grid.model_dump(mode="json")})
+    assert "are those registered at" in same and report.analysis_plan(grid)["hash"] in same
+    changed = report.registered(tmp_path, {"params": later.model_dump(mode="json")})
+    assert "changed after the runs began" in changed and "low_resource, analysis" in changed
+    assert "no pre-registration record" in report.registered(tmp_path / "elsewhere", {})
+    assert report.analysis_plan(later)["hash"] != report.analysis_plan(grid)["hash"]

@@ -265,6 +265,24 @@ class ExecutorConfig(Strict):
         return SlurmResources(**{**self.slurm.model_dump(), **pretrained, **self.phases.get(phase, {})})
 
 
+class PrimaryConfig(Strict):
+    """The pre-registered primary test (README, "What the report computes"): the slope of the run-level
+    contrast D on log10 corpus size, in score points per tenfold size."""
+
+    smallest_effect: float = Field(0.5, gt=0, le=100, description="equivalence bound (TOST), points per decade")
+    alpha: float = Field(0.05, gt=0, le=0.2)
+    power: float = Field(0.8, ge=0.5, lt=1)
+    assumed_run_sd: float = Field(1.0, gt=0, le=100, description="SD of one run's contrast when no result measures it")
+    permutations: int = Field(2000, ge=100, le=100_000)
+
+
+class AnalysisConfig(Strict):
+    """How the report analyses the grid, fixed before the runs: hashed into grid.json and written to
+    `<report_dir>/preregistration.json` when the first run starts."""
+
+    primary: PrimaryConfig = PrimaryConfig()
+
+
 class Grid(Strict):
     name: str
     description: str = ""
@@ -279,6 +297,7 @@ class Grid(Strict):
     target: TargetConfig | list[TargetConfig]
     evaluate: EvaluateConfig = EvaluateConfig()
     executor: ExecutorConfig = ExecutorConfig()
+    analysis: AnalysisConfig = AnalysisConfig()
 
     @field_validator("name")
     @classmethod

@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 
 from xfer.analysis import DEFINITIONS, fmt_size
+from xfer.config import run_id
+from xfer.paths import read_json, root, write_json
 
 QUESTION = ("To what extent does the size of the non-English intermediate training corpus correlate with "
             "zero-shot performance degradation on low-resource target languages?")
@@ -39,16 +41,18 @@ PRINT_CSS = """<style>
 # ----------------------------------------------------------------------------- report text
 
 
-def header(grid: dict, deg: pd.DataFrame, definition: str) -> str:
-    """First page: the question, the model and the data behind the numbers, and every
-    approximation, so that no figure can be read without them."""
+def header(grid: dict, deg: pd.DataFrame, definition: str, results_dir: str | Path | None = None) -> str:
+    """First page: the question, the model and the data behind the numbers, every approximation,
+    and whether the analysis plan is the one registered before the runs, so that no figure can be
+    read without them."""
     model = grid.get("model", {})
     name = model.get("name", "unknown model")
     lines = ["# Intermediate-corpus size and zero-shot degradation on low-resource languages",
              f"**Research question.** {QUESTION}",
              f"**Grid** `{grid.get('name', '?')}` · created {grid.get('provenance', {}).get('created', 'unknown')} "
-             f"· low-resource = `{definition}`: {DEFINITIONS.get(definition, '?')} (fixed in the grid; the other "
-             f"definitions are a sensitivity analysis below).",
+             f"· low-resource = `{definition}`: {DEFINITIONS.get(definition, '?')} (the other definitions are a "
+             f"sensitivity analysis below).",
+             f"**Pre-registration.** {registered(results_dir, grid)}",
              f"**Model.** {name} (source: {model.get('source', '?')}) — {model.get('description', 'no description')}."]
     if model.get("from_scratch"):
         lines.append("**This encoder was trained from scratch on the study's own data: the numbers in this report "
@@ -78,8 +82,53 @@ def _data_line(deg: pd.DataFrame, inter: pd.DataFrame, definition: str) -> str:
             f"baseline = no intermediate training, same seed.")
 
 
+def analysis_plan(grid) -> dict:
+    """The settings the primary test depends on (a Grid, or grid.json's validated `params`), with
+    their hash: grid.json and preregistration.json both carry it."""
+    if isinstance(grid, dict):
+        from xfer.config import Grid
+
+        grid = Grid.model_validate(grid)
+    plan = {"low_resource": grid.low_resource, "analysis": grid.analysis.model_dump(mode="json")}
+    return {**plan, "hash": run_id(plan)}
+
+
+def preregister(grid) -> Path:
+    """`<report_dir>/preregistration.json`: the analysis plan and the time the first run started.
+    Written once (atomically), never overwritten, so the report can tell a plan changed afterwards."""
+    from datetime import datetime, timezone
+
+    path = grid.report_path() / "preregistration.json"
+    if not path.exists():
+        write_json(path, {**analysis_plan(grid), "time": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    return path
+
+
+def registered(results_dir: str | Path | None, grid: dict) -> str:
+    """The grid's current analysis plan against the one registered when its runs began, in words."""
+    path = (root() / (results_dir or ".")) / "preregistration.json"  # an absolute results_dir stays as it is
+    if results_dir is None or not path.exists():
+        return ("no pre-registration record beside these results (xfer writes one when the first run starts; "
+                "older results have none): the low-resource definition and the primary block may have been set "
+                "after the results were seen.")
+    reg = read_json(path)
+    try:
+        now = analysis_plan(grid.get("params", {}))
+    except ValueError:
+        return f"registered {reg.get('time')}; the grid's settings could not be read to compare."
+    if now["hash"] == reg.get("hash"):
+        return (f"the low-resource definition and the primary test's settings are those registered at "
+                f"{reg.get('time')}, before the first run (hash `{reg.get('hash')}`).")
+    changed = [k for k in ("low_resource", "analysis") if now[k] != reg.get(k)]
+    return (f"**changed after the runs began**: {', '.join(changed)} differ from the record of {reg.get('time')} "
+            f"(registered: {reg.get('low_resource')}, {reg.get('analysis')}; now: {now['low_resource']}, "
+            f"{now['analysis']}). Read the primary test as chosen after the results could be seen.")
+
+
 # the design's defining settings, shown even at their default values
-DESIGN_KEYS = {"seeds", "low_resource", "model.source", "model.name", "intermediate.task",
+DESIGN_KEYS = {"seeds", "low_resource", "analysis.primary.smallest_effect", "analysis.primary.alpha",
+               "analysis.primary.power", "analysis.primary.assumed_run_sd", "model.source", "model.name",
+               "intermediate.task",
                "intermediate.languages", "intermediate.sizes", "target.task", "target.language",
                "evaluate.languages", "evaluate.split"}
 
@@ -255,7 +304,7 @@ def _cell(col: str, v) -> str:
     if v is None or v is pd.NA or (isinstance(v, float) and not np.isfinite(v)):
         return "–"
     if isinstance(v, (float, np.floating)):
-        return f"{v:.2g}" if col in ("p", "p_holm", "pval") or col.startswith("var_") else f"{v:.2f}"
+        return f"{v:.2g}" if col in ("p", "pval") or col.startswith(("p_", "var_")) else f"{v:.2f}"
     return html.escape(str(v))
 
 

@@ -308,6 +308,9 @@ def execute(run: Run, upstream: str) -> None:
 
 def run_grid(path: str | Path, phases=PHASES, overrides: list[str] = ()) -> dict:
     grid, runs = plan(path, overrides)
+    from xfer.report import preregister
+
+    preregister(grid)  # <report_dir>/preregistration.json: the analysis plan, fixed before the first run
     os.environ["XFER_RUNNER_PID"] = str(os.getpid())  # the kernels it starts stop if it is killed
     by_id = {r.id: r for rs in runs.values() for r in rs}
     failed: dict[str, dict] = {}
@@ -448,6 +451,8 @@ def collect(path: str | Path, overrides: list[str] = ()) -> Path:
     (the random-weights control), `training.csv` (one row per training run) and `grid.json`."""
     import pandas as pd
 
+    from xfer.report import analysis_plan
+
     grid, runs = plan(path, overrides)
     by_id = {r.id: r for rs in runs.values() for r in rs}
     rows, failures = [], []
@@ -510,6 +515,7 @@ def collect(path: str | Path, overrides: list[str] = ()) -> Path:
         "name": grid.name, "params": grid.model_dump(mode="json"), "overrides": list(overrides),
         "model": describe_model(grid),
         "low_resource": {"definition": grid.low_resource},
+        "analysis": analysis_plan(grid),
         "runs": {p: len(runs[p]) for p in PHASES}, "failures": failures,
         "provenance": provenance(runs["pretrained"][0].params["data"]["files"]),
     })
@@ -591,11 +597,13 @@ def main(argv=None):
     print(summary(grid, runs), flush=True)
     if args.command == "plan":
         from xfer.bench import describe_estimate
+        from xfer.stats import plan_lines
 
         try:
             print(describe_estimate(grid, runs), flush=True)
         except Exception as e:  # noqa: BLE001 - corpus sizes of hub data need the hub
             print(f"  GPU hours: not estimated ({type(e).__name__}: {str(e)[:200]})", flush=True)
+        print(plan_lines(grid, runs), flush=True)
     if args.command in ("run", "all"):
         try:
             counts = run_grid(args.params, overrides=args.overrides)
