@@ -3,6 +3,9 @@
 #     SET: overrides, KEY=VALUE items separated by blanks; a value may hold blanks and ';' (SET="seeds=[1, 2]
 #     target.size=50"). It reaches the runner as the environment variable XFER_SET, never through the shell.
 #   make plan   [PARAMS=...]             validate and print the grid, train nothing
+#   make run    [PARAMS=...] [EXECUTOR=slurm] [DETACH=1]   run what is not done, here or on Slurm
+#   make status [PARAMS=...]             done / running / pending / failed per phase (Slurm job ids)
+#   make fetch  [PARAMS=...]             download a grid's hub datasets and model (e.g. on a login node)
 #   make test                            the test suite (real data from ../shared, tiny models)
 #   make model                           convert the offline mE5-small checkpoint (once per machine)
 #   make data                            unpack ../shared/data into data/raw (if XFER_DATA_DIR is unset)
@@ -14,6 +17,9 @@ PARAMS ?= params/cpu.yaml
 SET ?=
 export XFER_SET := $(value SET)
 unexport SET
+export XFER_PARAMS := $(value PARAMS)
+export XFER_EXECUTOR := $(value EXECUTOR)
+export XFER_DETACH := $(value DETACH)
 PY := .venv/bin/python
 SHARED ?= ../shared
 # the data folder: XFER_DATA_DIR if set, else data/raw unpacked from ../shared when it is there
@@ -24,15 +30,21 @@ ifeq ($(XFER_DATA_DIR),)
   endif
 endif
 
-.PHONY: report plan run test model data bench carry lab clean-runs setup
+.PHONY: report plan run status fetch test model data bench carry lab clean-runs setup
 report: setup $(DATA)
-	$(PY) -m xfer.runner all $(PARAMS)
+	$(PY) -m xfer.runner all "$$XFER_PARAMS"
 
 plan: setup $(DATA)
-	$(PY) -m xfer.runner plan $(PARAMS)
+	$(PY) -m xfer.runner plan "$$XFER_PARAMS"
 
 run: setup $(DATA)
-	$(PY) -m xfer.runner run $(PARAMS)
+	$(PY) -m xfer.runner run "$$XFER_PARAMS"
+
+status: setup $(DATA)
+	$(PY) -m xfer.runner status "$$XFER_PARAMS"
+
+fetch: setup
+	$(PY) -m xfer.runner fetch "$$XFER_PARAMS"
 
 test: setup $(DATA)
 	$(PY) -m pytest -q tests
@@ -41,7 +53,7 @@ model: setup
 	$(PY) -m xfer.models.e5
 
 carry: setup $(DATA)
-	$(PY) -m xfer.carry pack $(PARAMS) .carry
+	$(PY) -m xfer.carry pack "$$XFER_PARAMS" .carry
 
 bench: setup $(DATA)
 	$(PY) -m xfer.bench

@@ -579,22 +579,77 @@ def summary(grid: Grid, runs: dict[str, list[Run]]) -> str:
     return "\n".join(lines)
 
 
+EXAMPLES = """examples:
+  xfer plan params/smoke.yaml                          validate, print runs, GPU hours and the primary test's MDE
+  xfer all params/cpu.yaml --set seeds=[1]             run what is not done, then render the report
+  xfer run params/study.yaml --executor slurm          submit to Slurm and wait (--detach: return at once)
+  xfer status params/study.yaml                        done / running / pending / failed per phase
+  XFER_DATA_DIR=hub xfer fetch params/study.yaml       download a grid's hub datasets and model (login node)"""
+
+
+def status_table(grid: Grid, runs: dict[str, list[Run]]) -> str:
+    """Per phase, how many runs are done, failed, or still to run, and where each failure's notebook is."""
+    lines = [f"  {'phase':<12} {'done':>5} {'failed':>7} {'to run':>7}"]
+    failed = []
+    for phase in PHASES:
+        done = [r for r in runs[phase] if is_done(r)]
+        bad = [r for r in runs[phase] if r not in done and (run_dir(r) / "error.json").exists()]
+        failed += [(phase, r) for r in bad]
+        lines.append(f"  {phase:<12} {len(done):>5} {len(bad):>7} {len(runs[phase]) - len(done) - len(bad):>7}")
+    lines += [f"  failed: {p} {r.id}: {run_dir(r) / 'notebook.ipynb'}" for p, r in failed]
+    return "\n".join(lines)
+
+
+def fetch(grid: Grid, runs: dict[str, list[Run]]) -> None:
+    """Download every hub dataset and the hub model a grid reads into the Hugging Face cache, so
+    compute nodes without internet (HF_HUB_OFFLINE=1, HF_DATASETS_OFFLINE=1) find them there."""
+    files = runs["pretrained"][0].params["data"]["files"]
+    for task_name, lang, split in files:
+        task = get_task(task_name)
+        where = "local file" if task.reads_local() else "hub"
+        print(f"  {task_name} {lang} {split}: {len(task.load(lang, split))} examples ({where})", flush=True)
+    if grid.model.source == "hub":
+        from transformers import AutoModel, AutoTokenizer
+
+        AutoTokenizer.from_pretrained(grid.model.name)
+        AutoModel.from_pretrained(grid.model.name)
+        print(f"  model {grid.model.name}: in the cache", flush=True)
+
+
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m xfer.runner", description=__doc__.split("\n\n")[0])
-    ap.add_argument("command", choices=["plan", "run", "report", "all"])
+    ap = argparse.ArgumentParser(prog="xfer", description=__doc__.split("\n\n")[0], epilog=EXAMPLES,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("command", choices=["plan", "run", "report", "all", "status", "fetch"],
+                    help="plan: validate and print; run: execute what is not done; report: render; all: run then "
+                         "report; status: progress per phase; fetch: download hub data and model")
     ap.add_argument("params", help="a params/*.yaml grid")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a setting, e.g. --set intermediate.sizes=[0,100] --set seeds=[1] (YAML values); "
                          "the environment's XFER_SET holds more, blank-separated: 'seeds=[1, 2] target.size=50'")
+    ap.add_argument("--executor", choices=["local", "slurm"], default=os.environ.get("XFER_EXECUTOR") or None,
+                    help="where runs execute (default: the grid's executor.kind; make: EXECUTOR=slurm)")
+    ap.add_argument("--detach", action="store_true", default=bool(os.environ.get("XFER_DETACH")),
+                    help="with the slurm executor: return right after submitting (make: DETACH=1)")
     args = ap.parse_args(argv)
     # `make ... SET=...` passes its overrides here, in the environment: no shell parses them again
     args.overrides = split_overrides(os.environ.get("XFER_SET", "")) + args.overrides
+    if args.executor:
+        args.overrides.append(f"executor.kind={args.executor}")
     try:
         grid, runs = plan(args.params, args.overrides)
     except ConfigError as e:
         print("\n".join(f"error: {line}" for line in str(e).splitlines()), file=sys.stderr)
         return 2
+    slurm = grid.executor.kind == "slurm"
+    if args.command == "status":
+        from xfer import slurm as cluster
+
+        print(cluster.describe(cluster.status(args.params, args.overrides)) if slurm else status_table(grid, runs))
+        return 0
     print(summary(grid, runs), flush=True)
+    if args.command == "fetch":
+        fetch(grid, runs)
+        return 0
     if args.command == "plan":
         from xfer.bench import describe_estimate
         from xfer.stats import plan_lines
@@ -604,15 +659,31 @@ def main(argv=None):
         except Exception as e:  # noqa: BLE001 - corpus sizes of hub data need the hub
             print(f"  GPU hours: not estimated ({type(e).__name__}: {str(e)[:200]})", flush=True)
         print(plan_lines(grid, runs), flush=True)
-    if args.command in ("run", "all"):
+        if slurm:
+            from xfer.slurm import describe_plan
+
+            print(describe_plan(grid, runs), flush=True)
+    error = None
+    if args.command in ("run", "all") and slurm:
+        from xfer import slurm as cluster
+
+        submitted = cluster.submit(args.params, args.overrides)
+        print(f"submitted {len(submitted)} runs to Slurm; `make status PARAMS={args.params}` shows them", flush=True)
+        if args.detach:
+            return 0
+        table = cluster.wait(args.params, args.overrides)
+        print(cluster.describe(table), flush=True)
+        failed = sum(len(t["failed"]) for t in table.values())
+        if failed:
+            error = f"{failed} runs failed on Slurm; the report lists them"
+    elif args.command in ("run", "all"):
         try:
             counts = run_grid(args.params, overrides=args.overrides)
         except GridStopped as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
-    error = None
-    if args.command in ("run", "all") and counts["failed"] + counts["skipped"]:
-        error = f"{counts['failed']} runs failed and {counts['skipped']} were skipped; the report lists them"
+        if counts["failed"] + counts["skipped"]:
+            error = f"{counts['failed']} runs failed and {counts['skipped']} were skipped; the report lists them"
     if args.command in ("report", "all"):  # the report renders whatever failed, then the exit code says so
         failures = read_json(report(args.params, args.overrides) / "grid.json")["failures"]
         if failures and not error:
