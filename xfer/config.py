@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
 from xfer.paths import root
 
@@ -128,6 +128,14 @@ class IntermediateConfig(Strict):
         if not self.epochs_arm:
             return [main]
         return [main, main.model_copy(update={"max_steps": None, "epochs": self.epochs_arm})]
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        out = handler(self)
+        if self.corpora is not None:  # task/languages are unused: not in grid.json or the report's design table
+            out.pop("task", None)
+            out.pop("languages", None)
+        return out
 
     @model_validator(mode="after")
     def design_ok(self):
