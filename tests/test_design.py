@@ -96,6 +96,7 @@ def test_corpora_each_in_their_own_languages(micro_grid, data, tmp_path):
     assert sorted((r.params["task"], r.params["language"]) for r in runs["intermediate"]) == [
         ("panx", "en"), ("panx", "sw"), ("sst2_pt", "pt")]
     assert Grid.model_validate(grid.model_dump(mode="json")) == grid  # grid.json reads back
+    assert not {"task", "languages"} & set(grid.model_dump()["intermediate"])  # unused: not shown as the design
     path.write_text(raw.replace("[sw, en]", "[sw, xx]"))
     with pytest.raises(ConfigError, match="intermediate.languages: 'xx' has no panx training data"):
         runner.plan(path)
@@ -185,3 +186,63 @@ def test_parallel_corpus_selects_on_xnli_dev_in_its_own_language(data):
     assert judge.name == "xnli_derived" and len(dev) == 2490
     assert dev[0] == get_task("xnli").load("sw", "dev")[0]
     assert judge.languages("dev") == judge.languages("train")
+
+
+def test_hub_corpus_goes_through_the_same_alignment_check(data, monkeypatch):
+    """`facebook/xnli` train (392,702 translated MNLI pairs per language) is checked when a run
+    loads it. No hub here: the hub loader is served the derived files as the hub's Dataset
+    (ClassLabel ids), so `xnli` training sets go through read_hub, hub_rows and the check."""
+    import datasets
+
+    from xfer.tasks.classification import NLI, read_records
+
+    def hub_copy(lang, shift=False):
+        rows = read_records(data / "extra" / "xnli_test_derived" / f"test-{lang}.tsv", ("premise", "hypothesis", "label"))
+        if shift:
+            rows = rows[1:] + rows[:1]
+        features = datasets.Features({"premise": datasets.Value("string"), "hypothesis": datasets.Value("string"),
+                                      "label": datasets.ClassLabel(names=list(NLI))})
+        return datasets.Dataset.from_dict({k: [r[k] for r in rows] for k in ("premise", "hypothesis")} |
+                                          {"label": [NLI.index(r["label"]) for r in rows]}, features=features)
+
+    served = {}
+
+    def load_dataset(hub_id, config, split):
+        assert (hub_id, split) == ("facebook/xnli", "train")
+        served[config] = served.get(config, 0) + 1
+        return hub_copy(config, shift=config == "sw")
+
+    monkeypatch.setenv("XFER_DATA_DIR", "hub")
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    de = training_set("xnli", "de", 200, 1)
+    assert len(de) == 200 and served == {"de": 1, "en": 1}  # English loaded to check against
+    with pytest.raises(DataError, match=r"xnli sw train: row \d+ is labelled .* not row-aligned"):
+        training_set("xnli", "sw", 200, 1)
+
+
+def test_keep_last_hands_on_the_final_weights_with_dev_still_scored(scratch, data):
+    """The fixed-steps design scores dev (logged) but keeps the last weights, so the next phase
+    gets exactly the trained dose; the default keeps the best-scoring ones (model selection)."""
+    import torch
+
+    from xfer.config import TrainConfig
+    from xfer.train import train
+
+    folder, tok = scratch
+    task = get_task("udpos")
+    features = task.encode(task.load("en", "train")[:32], tok, 32)
+    snapshots = []
+
+    def select(model):  # every evaluation scores lower than the one before: the first is the best
+        snapshots.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return -len(snapshots)
+
+    for keep, kept, other in (("best", 0, 1), ("last", 1, 0)):  # snapshots at steps 2 and 4
+        snapshots.clear()
+        model = task.build_model(folder)
+        cfg = TrainConfig(lr=1e-2, batch_size=16, max_steps=4, eval_every=2, keep=keep)
+        out = train(model, features, lambda f: task.collate(f, tok.pad_token_id), cfg, seed=0, progress=False,
+                    select=select)
+        assert out["steps"] == 4 and out["selected_step"] == 2 and len(out["dev_history"]) == 2
+        assert all(torch.equal(v, snapshots[kept][k]) for k, v in model.state_dict().items())
+        assert not all(torch.equal(v, snapshots[other][k]) for k, v in model.state_dict().items())

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator,
+                      model_serializer, model_validator)
 
 from xfer.paths import output_path, plain_text, read_utf8, root
 
@@ -155,13 +156,21 @@ class IntermediateConfig(Strict):
             return next(c.languages for c in self.corpora if c.task == task)
         return self.languages
 
-    def arms(self) -> list[tuple[str, TrainConfig]]:
-        """The training budgets every (corpus, size, seed) gets: ("steps" or "epochs", settings)."""
+    def arms(self) -> list[TrainConfig]:
+        """The training settings every (corpus, size, seed) is run with: the main budget, and the
+        epochs arm if any (a run's arm is whichever of max_steps / epochs its settings have)."""
         main = self.train.model_copy(update={"keep": "last"}) if self.fixed_steps else self.train
-        arms = [("steps" if main.max_steps else "epochs", main)]
-        if self.epochs_arm:
-            arms.append(("epochs", main.model_copy(update={"max_steps": None, "epochs": self.epochs_arm})))
-        return arms
+        if not self.epochs_arm:
+            return [main]
+        return [main, main.model_copy(update={"max_steps": None, "epochs": self.epochs_arm})]
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        out = handler(self)
+        if self.corpora is not None:  # task/languages are unused: not in grid.json or the report's design table
+            out.pop("task", None)
+            out.pop("languages", None)
+        return out
 
     @model_validator(mode="after")
     def design_ok(self):
@@ -507,25 +516,27 @@ def expand(grid: Grid, data_signature: dict | None = None) -> dict[str, list[Run
     every target run that uses it."""
     pretrained = Run(phase="pretrained", params={"model": grid.model.model_dump(), "data": data_signature or {}})
     inter, target, evaluate = [], [], []
+    listed = set()  # ids already in target / evaluate: a set, since a study grid has thousands of runs
+
+    def add(run: Run, runs: list) -> str:
+        """Append run unless listed (the baseline and retrieval runs are shared); its id."""
+        if run.id not in listed:
+            listed.add(run.id)
+            runs.append(run)
+        return run.id
 
     def downstream(upstream: str, seed: int):
         for tc in grid.targets:
             evaluated = {"task": tc.task, **grid.evaluate.model_dump(), "split": tc.split or grid.evaluate.split,
                          "languages": (data_signature or {}).get("languages", {}).get(tc.task, grid.evaluate.languages)}
             if tc.train is None:  # retrieval: the encoder itself is evaluated
-                ev = Run(phase="evaluate", upstream=upstream, params=evaluated)
-                if all(ev.id != other.id for other in evaluate):
-                    evaluate.append(ev)
+                add(Run(phase="evaluate", upstream=upstream, params=evaluated), evaluate)
                 continue
             t = Run(phase="target", upstream=upstream,
                     params={"task": tc.trained_on, "language": tc.language, "size": tc.size, "seed": seed,
                             "train": tc.train.model_dump(), "freeze_embeddings": grid.model.freeze_embeddings,
                             **({"select_task": tc.task} if tc.train_task else {})})
-            if all(t.id != other.id for other in target):  # the baseline, once per seed
-                target.append(t)
-            ev = Run(phase="evaluate", upstream=t.id, params=evaluated)
-            if all(ev.id != other.id for other in evaluate):
-                evaluate.append(ev)
+            add(Run(phase="evaluate", upstream=add(t, target), params=evaluated), evaluate)  # baseline: once per seed
 
     sig = data_signature or {}
     corpora = [(task, lang) for task in grid.intermediate.tasks
@@ -539,7 +550,7 @@ def expand(grid: Grid, data_signature: dict | None = None) -> dict[str, list[Run
         if size == 0:
             downstream(pretrained.id, seed)
             continue
-        for _, train in grid.intermediate.arms():  # the fixed-steps run, and the epochs arm if any
+        for train in grid.intermediate.arms():  # the fixed-steps run, and the epochs arm if any
             run = Run(
                 phase="intermediate",
                 upstream=pretrained.id,
