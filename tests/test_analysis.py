@@ -327,10 +327,11 @@ def test_smoke_shaped_grid_renders_every_table_and_figure():
         assert fig.axes
 
 
-def test_plan_measures_the_run_sd_on_finished_results_of_the_same_model(tmp_path, data):
+def test_plan_measures_the_run_sd_on_finished_results_of_the_same_model(tmp_path, monkeypatch, data):
     from xfer.paths import root
     from xfer.runner import plan
 
+    monkeypatch.setenv("XFER_OUTPUT", str(tmp_path.parent))  # report folders of this test live in tmp
     grid, runs = plan(root() / "params" / "smoke.yaml", [f"report_dir={tmp_path}"])
     results = make_results(inter_langs=("sw", "en"), slope_low=0.0, noise=4.0)
     write_results(tmp_path, results, params=grid.model_dump(mode="json"))

@@ -141,9 +141,10 @@ def test_design_table_lists_the_non_default_settings_with_targets_by_index():
     assert rows["low_resource"] == "joshi_le2"  # a defining setting, shown at its default too
 
 
-def test_preregistration_is_written_once_and_compared(tmp_path):
+def test_preregistration_is_written_once_and_compared(tmp_path, monkeypatch):
     from xfer.config import load_grid
 
+    monkeypatch.setenv("XFER_OUTPUT", str(tmp_path))
     grid = load_grid(root() / "params" / "smoke.yaml", [f"report_dir={tmp_path}"])
     path = report.preregister(grid)
     first = path.read_text()

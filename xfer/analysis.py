@@ -249,12 +249,11 @@ RUN_KEYS = ["intermediate_run", "inter_task", "inter_lang", "inter_size", "log10
 
 
 def _content(task: str) -> tuple[str, bool]:
-    """The corpus a task's text comes from, and whether its rows are aligned translations of it
-    (sst2_pt → sst2; a corpus in several languages, xnli_derived, is its own content)."""
+    """The corpus a task's text comes from, and whether its languages are row-aligned translations
+    of it (`Task.content`: sst2_pt → sst2; xnli_derived in any language → xnli_derived, aligned)."""
     from xfer.tasks import TASKS
 
-    source = getattr(TASKS.get(task), "translation_of", None)
-    return (source, True) if source else (task, False)
+    return TASKS[task].content() if task in TASKS else (task, False)  # "a+b": a multi-task mixture
 
 
 def run_contrasts(deg: pd.DataFrame, definition: str, training: pd.DataFrame | None = None) -> pd.DataFrame:
