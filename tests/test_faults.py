@@ -160,21 +160,28 @@ def test_diverged_training_fails_loudly_and_stops_its_downstream(tmp_path, monke
 def test_disk_full_while_a_run_fails_stops_the_grid_in_one_line(baseline, tmp_path):
     """A real full disk: a tmpfs (in a user and mount namespace, so no root is needed) holding the
     runs folder, filled up before the intermediate run starts. Writing its params fails, then its
-    error record fails: one line naming the folder and the free space, exit 1, nothing half-written."""
+    error record fails: one line naming the folder and the free space, exit 1, nothing half-written.
+    Then, with 600 KB free, the run fails inside its notebook (training state, notebook saves): it
+    is recorded as failed, and again no file is left half-written."""
     if shutil.which("unshare") is None or subprocess.run(["unshare", "-rm", "true"]).returncode:
         pytest.skip("no user/mount namespaces here to mount a small tmpfs")
     runs, _ = baseline
     disk, after = tmp_path / "disk", tmp_path / "after"
     disk.mkdir()
     path = micro(tmp_path)
-    pre = next((runs / "pretrained").iterdir()).name
+    pre = next(p for p in (runs / "pretrained").iterdir() if p.is_dir()).name
+    run = f"XFER_RUNS={disk}/runs {sys.executable} -m xfer.runner run {path}"
     script = textwrap.dedent(f"""\
         mount -t tmpfs -o size=32m tmpfs {disk} || exit 99
         mkdir -p {disk}/runs/pretrained && cp -a {runs}/pretrained/{pre} {disk}/runs/pretrained/
         dd if=/dev/zero of={disk}/filler bs=64k 2>/dev/null  # fails when the disk is full
-        XFER_RUNS={disk}/runs {sys.executable} -m xfer.runner run {path} >{tmp_path}/stdout 2>{tmp_path}/stderr
+        {run} >{tmp_path}/stdout 2>{tmp_path}/stderr
         echo $? >{tmp_path}/rc
         cp -a {disk}/runs {after}
+        truncate -s -600K {disk}/filler
+        {run} --set 'intermediate.sizes=[60]' >{tmp_path}/stdout2 2>{tmp_path}/stderr2  # one training run
+        echo $? >{tmp_path}/rc2
+        cp -a {disk}/runs {after}2
         """)
     subprocess.run(["unshare", "-rm", "sh", "-c", script], cwd=root(), check=True)
     stderr = (tmp_path / "stderr").read_text()
@@ -184,13 +191,19 @@ def test_disk_full_while_a_run_fails_stops_the_grid_in_one_line(baseline, tmp_pa
     assert len(errors) == 1, stderr
     assert f"{disk}/runs/intermediate/" in errors[0] and "No space left on device" in errors[0]
     assert "MiB free there); the grid stops" in errors[0]
-    leftovers = [p for p in after.rglob("*") if p.is_file()]
-    for p in leftovers:  # nothing half-written: every JSON and notebook parses, no temp file is left
-        if p.suffix in (".json", ".ipynb"):
-            json.loads(p.read_text())
-        assert not p.name.endswith((".tmp", ".partial.ipynb")) and not p.name.startswith((".params", ".error")), p
     inter = [p for p in (after / "intermediate").iterdir() if p.is_dir()]
     assert len(inter) == 1 and not any(inter[0].iterdir())  # no params, no error record, no notebook
+
+    stderr2, stdout2 = (tmp_path / "stderr2").read_text(), (tmp_path / "stdout2").read_text()
+    assert (tmp_path / "rc2").read_text().strip() == "1" and "Traceback" not in stderr2, stderr2
+    assert len([line for line in stderr2.splitlines() if line.startswith("error:")]) == 1, stderr2
+    assert "No space left on device" in stdout2 + stderr2
+    for folder in (after, tmp_path / "after2"):
+        for p in (p for p in folder.rglob("*") if p.is_file()):  # every JSON and notebook parses, no temp file
+            if p.suffix in (".json", ".ipynb"):
+                json.loads(p.read_text())
+            assert not p.name.endswith(".tmp") and (not p.name.startswith(".") or p.name == ".verified.json"
+                                                    or p.name.endswith(".lock")), p
 
 
 def test_copied_and_moved_runs_folder_is_complete_without_recomputing(baseline, tmp_path, monkeypatch):
@@ -268,3 +281,39 @@ def test_second_worker_waits_for_an_upstream_another_worker_holds(grid, baseline
     assert f"{r['t_inter'].id}: another worker holds it" in out
     assert "{'done': 5, 'ran': 1, 'failed': 0, 'skipped': 0}" in out  # the evaluation ran, nothing else
     assert (runner.collect(path) / "results.csv").read_bytes() == baseline[1]
+
+
+def test_a_kill_between_metrics_and_state_cleanup_leaves_a_done_run(grid):
+    """train_state.pt goes only after metrics.json is written: a run killed in between is done
+    (not retrained from step 0), and the rerun removes the leftover state."""
+    path, r = grid
+    state = runner.run_dir(r["inter"]) / "train_state.pt"
+    state.write_bytes(b"left by a kill")
+    assert runner.run_grid(path) == {"done": 6, "ran": 0, "failed": 0, "skipped": 0}
+    assert not state.exists()
+
+
+def test_write_json_leaves_no_temp_file_when_writing_fails(tmp_path):
+    from xfer.paths import write_json
+
+    target = tmp_path / "metrics.json"
+    write_json(target, {"score": 1.0})
+    with pytest.raises(TypeError, match="not JSON serialisable"):
+        write_json(target, {"score": 2.0, "bad": object()})  # fails halfway through the dump
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+    assert json.loads(target.read_text()) == {"score": 1.0}  # the old file, whole
+
+
+def test_a_lock_whose_holder_was_killed_is_free_at_once(grid, tmp_path):
+    """The OS drops a dead worker's lock: no stale lock file to take over, no race on reading it."""
+    path, r = grid
+    folder = runner.run_dir(r["inter"])
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(folder), str(tmp_path / "unused")], cwd=root(),
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "holding"
+    assert not runner.Lock(folder).acquire()
+    holder.kill()
+    holder.wait()
+    lock = runner.Lock(folder)
+    assert lock.acquire()
+    lock.release()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -102,18 +103,28 @@ def from_runs(name: str) -> str:
     return str(here) if len(path.parts) > 3 and here.exists() else name
 
 
+@contextlib.contextmanager
+def writing(tmp: Path):
+    """Around writing a temp file or folder: if it fails, remove it, and make an OSError name
+    it, so a full disk leaves nothing half-written and says where."""
+    try:
+        yield tmp
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and not e.filename:
+            raise OSError(e.errno, e.strerror, str(tmp)) from e
+        raise
+
+
 def write_json(path: Path, obj) -> None:
     """Write atomically: a crash leaves the old file or the new one, never half of one; the
     temp file is removed on every path (a full disk included)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
+    with writing(Path(tmp)):
         with os.fdopen(fd, "w") as f:
             json.dump(obj, f, indent=2, sort_keys=True, default=_jsonable)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _jsonable(x):

@@ -298,6 +298,10 @@ def execute(run: Run, upstream: str) -> None:
             parameters={"params": run.params, "upstream": upstream, "run_dir": str(folder)},
             kernel_name="python3", cwd=str(root()), progress_bar=False, log_output=True,
         )
+    except OSError as e:  # papermill's own write of the notebook (a full disk): say which file
+        if e.filename:
+            raise
+        raise OSError(e.errno, e.strerror, str(folder / "notebook.ipynb")) from e
     finally:
         try:
             json.loads(tmp.read_text())

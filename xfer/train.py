@@ -21,7 +21,7 @@ from xfer.config import TrainConfig
 from xfer.data import training_set
 from xfer.models import load_tokenizer, save_checkpoint
 from xfer.models.vocab import load_id_map
-from xfer.paths import replace_dir, to_runs
+from xfer.paths import replace_dir, to_runs, writing
 from xfer.record import write_metrics
 from xfer.tasks import get_task
 
@@ -137,15 +137,11 @@ def train(model, features: list[dict], collate, cfg: TrainConfig, seed: int, sta
                 if cfg.patience and best["stale"] >= cfg.patience:
                     break
         if state_path is not None and (step % cfg.save_every == 0) and step < total:
-            tmp = state_path.with_suffix(".tmp")
-            try:
+            with writing(state_path.with_suffix(".tmp")) as tmp:
                 torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                             "step": step, "losses": losses, "best": best, "seen": seen, "rng": torch.get_rng_state(),
                             "cuda_rng": torch.cuda.get_rng_state() if dev.type == "cuda" else None}, tmp)
                 os.replace(tmp, state_path)
-            except BaseException:  # a full disk leaves no half-written state behind
-                tmp.unlink(missing_ok=True)
-                raise
     bar.close()
     seconds = time.perf_counter() - t0
     if best["state"] is not None and cfg.keep == "best":
@@ -239,11 +235,8 @@ def finetune(params: dict, upstream: str | Path, run_dir: str | Path, keep_head:
     if not keep_head:  # an encoder only: forget the head's label set, the next phase brings its own
         model.base_model.config.num_labels = 2
         model.base_model.config.problem_type = None
-    try:
+    with writing(tmp):
         save_checkpoint(model if keep_head else model.base_model, tokenizer, tmp, source=upstream)
-    except BaseException:  # a full disk leaves no half-written checkpoint behind
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     replace_dir(tmp, run_dir / "checkpoint")
     metrics = {**info, **stats, "checkpoint": to_runs(run_dir / "checkpoint")}
     # last, with the checkpoint's sha256: its presence marks the run done; only then is the
