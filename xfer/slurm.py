@@ -78,8 +78,10 @@ def submit(params: str | Path, overrides: list[str] = ()) -> dict[str, dict]:
     """Submit every run of the grid that is not done; returns {run id: {phase, job}}. What is done
     is decided here, before submitting, from the run folders: a second call submits nothing."""
     from xfer import runner
+    from xfer.report import preregister
 
     grid, runs = runner.plan(params, overrides)
+    preregister(grid)  # the analysis plan, fixed before the first job starts (as the local runner does)
     by_id = {r.id: r for rs in runs.values() for r in rs}
     todo = {phase: [r for r in runs[phase] if not runner.is_done(r)] for phase in runner.PHASES}
     jobs = {}
