@@ -43,6 +43,14 @@ def metrics_mtimes(runs) -> dict:
     return {r.id: os.stat(runner.run_dir(r) / "metrics.json").st_mtime_ns for rs in runs.values() for r in rs}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def output_in_tmp(tmp_path_factory):
+    """These grids write their reports in pytest's folders, outside the project: allow that."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XFER_OUTPUT", str(tmp_path_factory.getbasetemp()))
+        yield
+
+
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory, data):
     """The micro grid run once, undisturbed: its runs folder and its results.csv bytes."""
