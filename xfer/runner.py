@@ -568,8 +568,7 @@ def report(path: str | Path, overrides: list[str] = ()) -> Path:
     pm.execute_notebook(str(root() / "notebooks" / "04_report.ipynb"), str(nb),
                         parameters={"results_dir": str(out)}, kernel_name="python3", cwd=str(root()),
                         progress_bar=False)
-    render(nb, out)
-    print(f"report: {out / 'index.html'} and {out / 'report.pdf'}")
+    print("report: " + " and ".join(str(f) for f in render(nb, out).values()))
     return out
 
 
