@@ -145,3 +145,12 @@ def test_random_init_control_gets_random_weights(micro_grid, tmp_path):
     assert a.config.num_hidden_layers == 1 and not any("encoder.layer.1." in k for k in wa)
     key = "encoder.layer.0.attention.self.query.weight"
     assert torch.equal(wa[key], source[key])
+
+
+def test_report_before_any_run_says_what_to_do(micro_grid, capfd):
+    """No evaluation finished: one line naming the next step, not pandas' EmptyDataError."""
+    code = runner.main(["report", str(micro_grid())])
+    out, err = capfd.readouterr()
+    assert code == 1
+    assert err.splitlines() == ["error: no results yet: run `make run` (or `xfer run <params>`) first"]
+    assert "Traceback" not in out + err

@@ -240,6 +240,10 @@ class GridStopped(Exception):
     """A fault the grid cannot go on after: the failure of a run could not even be recorded."""
 
 
+class NoResults(Exception):
+    """`report` before any evaluation finished: nothing to analyse, which is a user's next step, not a bug."""
+
+
 def move_aside(folder: Path) -> Path:
     """Keep a corrupt run folder for inspection, out of the way of its rerun."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -564,6 +568,8 @@ def report(path: str | Path, overrides: list[str] = ()) -> Path:
     from xfer.report import render
 
     out = collect(path, overrides)
+    if (out / "results.csv").read_text().count("\n") < 2:  # no row under the header (or no header)
+        raise NoResults("no results yet: run `make run` (or `xfer run <params>`) first")
     nb = out / "report.ipynb"
     pm.execute_notebook(str(root() / "notebooks" / "04_report.ipynb"), str(nb),
                         parameters={"results_dir": str(out)}, kernel_name="python3", cwd=str(root()),
@@ -688,7 +694,10 @@ def main(argv=None):
         if counts["failed"] + counts["skipped"]:
             error = f"{counts['failed']} runs failed and {counts['skipped']} were skipped; the report lists them"
     if args.command in ("report", "all"):  # the report renders whatever failed, then the exit code says so
-        failures = read_json(report(args.params, args.overrides) / "grid.json")["failures"]
+        try:
+            failures = read_json(report(args.params, args.overrides) / "grid.json")["failures"]
+        except NoResults as e:
+            failures, error = [], "; ".join(filter(None, (error, str(e))))
         if failures and not error:
             error = f"{len(failures)} runs failed or did not run; the report lists them"
     if error:
