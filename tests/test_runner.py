@@ -79,6 +79,14 @@ def test_grid_runs_once_then_skips(micro_grid):
     assert list(train.index) == ["intermediate", "target", "target"]
     assert (train["steps"] == 4).all() and train["loss_start"].gt(0).all()
     assert sorted(train.loc["target", "upstream"]) == ["panx-sw-60", "pretrained"]
+    # `xfer report` without chromium: exit 0, the HTML, the earlier PDF kept, one line of advice
+    # and nothing else on stderr (the report kernel's warnings go to <report_dir>/log.txt)
+    (out / "report.pdf").write_bytes(b"%PDF an earlier one")
+    rep = subprocess.run([sys.executable, "-m", "xfer.runner", "report", str(path)], cwd=root(), text=True,
+                         env={**os.environ, "XFER_CHROMIUM": "no-such-chromium"}, capture_output=True, timeout=600)
+    assert rep.returncode == 0, rep.stderr
+    assert (out / "index.html").exists() and (out / "report.pdf").read_bytes() == b"%PDF an earlier one"
+    assert len(rep.stderr.splitlines()) == 1 and "apt-get install chromium libjs-mathjax" in rep.stderr
 
 
 def test_kill_during_training_then_rerun_finishes_without_redoing(micro_grid):

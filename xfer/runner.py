@@ -628,9 +628,10 @@ def report(path: str | Path, overrides: list[str] = ()) -> Path:
     if (out / "results.csv").read_text().count("\n") < 2:  # no row under the header (or no header)
         raise NoResults("no results yet: run `make run` (or `xfer run <params>`) first")
     nb = out / "report.ipynb"
-    pm.execute_notebook(str(root() / "notebooks" / "04_report.ipynb"), str(nb),
-                        parameters={"results_dir": str(out)}, kernel_name="python3", cwd=str(root()),
-                        progress_bar=False)
+    with RunLog(out) as log:  # the kernel's own warnings go to <report_dir>/log.txt, not the terminal
+        pm.execute_notebook(str(root() / "notebooks" / "04_report.ipynb"), str(nb),
+                            parameters={"results_dir": str(out)}, kernel_name="python3", cwd=str(root()),
+                            progress_bar=False, stdout_file=log, stderr_file=log)
     print("report: " + " and ".join(str(f) for f in render(nb, out).values()))
     return out
 
