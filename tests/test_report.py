@@ -3,9 +3,11 @@ notebooks/04_report.ipynb on a synthetic results folder, then `render` writes th
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import nbformat
 import papermill as pm
@@ -78,12 +80,21 @@ def test_pdf_has_pages_and_the_question(rendered):
     assert "not a scientific finding" in text
 
 
-def test_render_without_chromium_writes_html_then_says_how_to_install(rendered, tmp_path, monkeypatch):
-    monkeypatch.setattr(report, "CHROMIUM", ("no-such-chromium",))
-    with pytest.raises(RuntimeError, match="apt-get install chromium libjs-mathjax"):
-        report.render(rendered["executed"], tmp_path)
+def test_render_without_chromium_writes_html_keeps_old_pdf_and_says_how_to_add_it(rendered, tmp_path):
+    """In a fresh interpreter whose finder sees no chromium: no exception, the new HTML, the
+    earlier PDF byte for byte, and one line of advice on stderr."""
+    old = b"%PDF-1.4 an earlier report"
+    (tmp_path / "report.pdf").write_bytes(old)
+    env = {**os.environ, "XFER_CHROMIUM": "no-such-chromium", "PATH": str(Path(sys.executable).parent)}
+    code = "import sys; from xfer.report import render; print(sorted(render(sys.argv[1], sys.argv[2])))"
+    proc = subprocess.run([sys.executable, "-c", code, str(rendered["executed"]), str(tmp_path)], env=env,
+                          cwd=root(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "['html']"
     assert report.QUESTION in _text((tmp_path / "index.html").read_text())
-    assert not (tmp_path / "report.pdf").exists()
+    assert (tmp_path / "report.pdf").read_bytes() == old
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "apt-get install chromium libjs-mathjax" in lines[0], proc.stderr
 
 
 def test_table_moves_shared_columns_and_notes_out_of_the_way():

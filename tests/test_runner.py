@@ -3,6 +3,7 @@ the middle of training that a rerun finishes (failures and corrupt runs: tests/t
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,6 +18,10 @@ from xfer.paths import root
 def outputs(runs):
     return {r.id: os.stat(runner.run_dir(r) / "metrics.json").st_mtime_ns
             for rs in runs.values() for r in rs if runner.is_done(r)}
+
+
+def by_id(runs):
+    return {r.id: r for rs in runs.values() for r in rs}
 
 
 def _cmdline_env(pid: str) -> str:
@@ -34,9 +39,30 @@ def _kernels_of(runner_pid: int) -> list[str]:
 
 def test_grid_runs_once_then_skips(micro_grid):
     path = micro_grid()
-    counts = runner.run_grid(path)
-    assert counts["failed"] == 0 and counts["ran"] == 6  # pretrained, 1 intermediate, 2 targets, 2 evals
+    # as a user runs it, so the terminal is the one a user sees: per run a start line (grid progress,
+    # an ETA once a duration is known) and an end line, the scores as they come; the rest (kernel
+    # warnings, load reports, bars) in the run's log.txt
+    proc = subprocess.run([sys.executable, "-m", "xfer.runner", "run", str(path)], cwd=root(),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout
+    # pretrained, 1 intermediate, 2 targets, 2 evals
+    assert proc.stdout.splitlines()[-1] == "grid micro: {'done': 0, 'ran': 6, 'failed': 0, 'skipped': 0}"
     grid, runs = runner.plan(path)
+    terminal = proc.stdout.splitlines()
+    assert len(terminal) <= 6 + 2 + 4 * 6, proc.stdout  # the plan's summary, log hint and counts; 4 a run
+    starts = [line for line in terminal if ": running · " in line]
+    assert len(starts) == 6 and "0/6 finished" in starts[0] and "ETA" not in starts[0]
+    assert all(re.search(r"\d/6 finished, \d+:\d\d:\d\d elapsed, ETA \d+:\d\d:\d\d$", s) for s in starts[1:]), starts
+    assert not [line for line in terminal if "WARNING" in line or "LOAD REPORT" in line or "it/s]" in line]
+    for run in (r for rs in runs.values() for r in rs):
+        log = (runner.run_dir(run) / "log.txt").read_text()
+        if run.phase in ("intermediate", "target"):
+            assert f"starting from {runner.checkpoint(by_id(runs)[run.upstream])}" in log
+        if run.phase == "evaluate":
+            scores = json.loads((runner.run_dir(run) / "metrics.json").read_text())["scores"]
+            for lang, s in scores.items():
+                line = f"{lang}: f1 {s['score']:.1f} (n={s['n_examples']})"
+                assert line in log and f"    {line}" in terminal
     ev = runs["evaluate"][0]
     nb = json.loads((runner.run_dir(ev) / "notebook.ipynb").read_text())
     assert any("injected-parameters" in c["metadata"].get("tags", []) for c in nb["cells"])
@@ -53,6 +79,14 @@ def test_grid_runs_once_then_skips(micro_grid):
     assert list(train.index) == ["intermediate", "target", "target"]
     assert (train["steps"] == 4).all() and train["loss_start"].gt(0).all()
     assert sorted(train.loc["target", "upstream"]) == ["panx-sw-60", "pretrained"]
+    # `xfer report` without chromium: exit 0, the HTML, the earlier PDF kept, one line of advice
+    # and nothing else on stderr (the report kernel's warnings go to <report_dir>/log.txt)
+    (out / "report.pdf").write_bytes(b"%PDF an earlier one")
+    rep = subprocess.run([sys.executable, "-m", "xfer.runner", "report", str(path)], cwd=root(), text=True,
+                         env={**os.environ, "XFER_CHROMIUM": "no-such-chromium"}, capture_output=True, timeout=600)
+    assert rep.returncode == 0, rep.stderr
+    assert (out / "index.html").exists() and (out / "report.pdf").read_bytes() == b"%PDF an earlier one"
+    assert len(rep.stderr.splitlines()) == 1 and "apt-get install chromium libjs-mathjax" in rep.stderr
 
 
 def test_kill_during_training_then_rerun_finishes_without_redoing(micro_grid):
@@ -145,3 +179,12 @@ def test_random_init_control_gets_random_weights(micro_grid, tmp_path):
     assert a.config.num_hidden_layers == 1 and not any("encoder.layer.1." in k for k in wa)
     key = "encoder.layer.0.attention.self.query.weight"
     assert torch.equal(wa[key], source[key])
+
+
+def test_report_before_any_run_says_what_to_do(micro_grid, capfd):
+    """No evaluation finished: one line naming the next step, not pandas' EmptyDataError."""
+    code = runner.main(["report", str(micro_grid())])
+    out, err = capfd.readouterr()
+    assert code == 1
+    assert err.splitlines() == ["error: no results yet: run `make run` (or `xfer run <params>`) first"]
+    assert "Traceback" not in out + err

@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from xfer.paths import read_json, root, write_json
 
 QUESTION = ("To what extent does the size of the non-English intermediate training corpus correlate with "
             "zero-shot performance degradation on low-resource target languages?")
-CHROMIUM = ("/usr/lib/chromium/chromium", "chromium", "chromium-browser")
+CHROMIUM = ("/usr/lib/chromium/chromium", "chromium", "chromium-browser")  # XFER_CHROMIUM names another
 LOCAL_MATHJAX = Path("/usr/share/javascript/mathjax/MathJax.js")
 PRINT_CSS = """<style>
 @page { size: A4; margin: 14mm 12mm; }
@@ -326,7 +327,8 @@ def figure(fig, dpi: int = 144):
 def render(notebook: Path, out_dir: Path) -> dict[str, Path]:
     """Executed notebook → `out_dir/index.html` (inputs hidden, CDN MathJax as nbconvert ships it)
     and `out_dir/report.pdf` (printed by headless chromium from a copy whose MathJax is the local
-    Debian one, so the PDF needs no network). The HTML is written before chromium is looked for."""
+    Debian one, so the PDF needs no network). Without chromium the HTML is the report: one line on
+    stderr says how to add the PDF, and an earlier PDF stays (no PDF beats a lost one)."""
     import nbformat
 
     notebook, out_dir = Path(notebook), Path(out_dir)
@@ -335,9 +337,12 @@ def render(notebook: Path, out_dir: Path) -> dict[str, Path]:
     index = out_dir / "index.html"
     _write_atomic(index, _html(nb).encode())
     pdf = out_dir / "report.pdf"
-    pdf.unlink(missing_ok=True)  # never leave a PDF of an older run beside the new HTML
-
-    chromium = _chromium()
+    chromium, missing = _chromium()
+    if missing:
+        print(f"report: no PDF, {missing} not found; `apt-get install chromium libjs-mathjax` adds it"
+              + (f" ({pdf} is an older one)" if pdf.exists() else ""), file=sys.stderr, flush=True)
+        return {"html": index}
+    pdf.unlink(missing_ok=True)  # chromium is here: never leave a PDF of an older run beside the new HTML
     with tempfile.TemporaryDirectory(prefix="xfer-pdf-") as tmp:
         page = Path(tmp) / "report.html"
         page.write_text(_html(nb, f"{LOCAL_MATHJAX.as_uri()}?config=TeX-AMS_SVG-full,Safe")
@@ -365,13 +370,13 @@ def _html(nb, mathjax_url: str | None = None) -> str:
     return body
 
 
-def _chromium() -> str:
-    found = next((p for p in (shutil.which(c) for c in CHROMIUM) if p), None)
-    if found is None or not LOCAL_MATHJAX.exists():
-        missing = "chromium" if found is None else f"MathJax at {LOCAL_MATHJAX}"
-        raise RuntimeError(f"cannot print the PDF: {missing} not found. Install Debian's packages with "
-                           "`apt-get install chromium libjs-mathjax` (index.html was written).")
-    return found
+def _chromium() -> tuple[str | None, str | None]:
+    """The browser that prints the PDF (XFER_CHROMIUM, else Debian's chromium), or what is missing."""
+    names = os.environ.get("XFER_CHROMIUM", "").split() or CHROMIUM
+    found = next((p for p in (shutil.which(c) for c in names) if p), None)
+    if found is None:
+        return None, "chromium"
+    return (found, None) if LOCAL_MATHJAX.exists() else (None, f"MathJax at {LOCAL_MATHJAX}")
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

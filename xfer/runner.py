@@ -240,6 +240,45 @@ class GridStopped(Exception):
     """A fault the grid cannot go on after: the failure of a run could not even be recorded."""
 
 
+class RunLog:
+    """`<run folder>/log.txt`, written as the run goes (`tail -f` it): the notebook's stdout and
+    stderr (papermill's stdout_file/stderr_file) and, while open, everything on this process's
+    stderr file descriptor, so the kernel it starts and the libraries' bars, load reports and
+    warnings too. The terminal gets only the per-language score lines (xfer/evaluate.py)."""
+
+    SCORE = re.compile(r"\S+: \S+ -?\d+\.\d \(n=\d+\)$")
+
+    def __init__(self, folder: Path):
+        self.path = folder / "log.txt"
+
+    def __enter__(self):
+        sys.stderr.flush()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(self.path, "a", buffering=1)
+        self.saved = os.dup(2)
+        os.dup2(self.file.fileno(), 2)
+        return self
+
+    def write(self, text: str) -> None:
+        self.file.write(text)
+        for line in text.splitlines():
+            if self.SCORE.match(line.strip()):
+                print(f"    {line.strip()}", flush=True)
+
+    def flush(self) -> None:
+        self.file.flush()
+
+    def __exit__(self, *exc):
+        sys.stderr.flush()
+        os.dup2(self.saved, 2)
+        os.close(self.saved)
+        self.file.close()
+
+
+class NoResults(Exception):
+    """`report` before any evaluation finished: nothing to analyse, which is a user's next step, not a bug."""
+
+
 def move_aside(folder: Path) -> Path:
     """Keep a corrupt run folder for inspection, out of the way of its rerun."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -281,7 +320,7 @@ def prepare_pretrained(grid: Grid, run: Run) -> None:
     record.write_metrics(folder, {"checkpoint": to_runs(ckpt), "kept_token_ids": kept}, artefacts=("checkpoint",))
 
 
-def execute(run: Run, upstream: str) -> None:
+def execute(run: Run, upstream: str, log=None) -> None:
     """Run one phase notebook with papermill; the executed notebook stays in the run folder.
 
     papermill rewrites its output after every cell, so it writes to a temp name that goes into
@@ -296,7 +335,7 @@ def execute(run: Run, upstream: str) -> None:
         pm.execute_notebook(
             str(root() / "notebooks" / NOTEBOOKS[run.phase]), str(tmp),
             parameters={"params": run.params, "upstream": upstream, "run_dir": str(folder)},
-            kernel_name="python3", cwd=str(root()), progress_bar=False, log_output=True,
+            kernel_name="python3", cwd=str(root()), progress_bar=False, stdout_file=log, stderr_file=log,
         )
     except OSError as e:  # papermill's own write of the notebook (a full disk): say which file
         if e.filename:
@@ -324,7 +363,9 @@ def run_grid(path: str | Path, phases=PHASES, overrides: list[str] = ()) -> dict
     # a run about to serve as an upstream is verified in full: its next phase reads it all anyway
     feeds = {r.upstream for p in phases for r in runs[p] if r.upstream and not is_done(r)}
     busy = []
-    i = 0
+    i, started, took = 0, time.time(), {}
+    left = {p: sum(not is_done(r) for r in runs[p]) for p in phases}  # runs still to run, for the ETA
+    print(f"each run's full output: {runs_dir()}/<phase>/<run id>/log.txt (`tail -f` one to follow it)", flush=True)
     for phase in phases:
         for run in runs[phase]:
             i += 1
@@ -339,9 +380,15 @@ def run_grid(path: str | Path, phases=PHASES, overrides: list[str] = ()) -> dict
             if up is not None and (up.id in failed or not is_done(up)):
                 failed[run.id] = {"phase": phase, "run_id": run.id, "error": why}
                 counts["skipped"] += 1
+                left[phase] -= 1
                 print(f"{label}: skipped, {why}", flush=True)
                 continue
-            outcome, err = take(grid, run, by_id, label, full=run.id in feeds)
+            t = time.time()
+            outcome, err = take(grid, run, by_id, label, full=run.id in feeds,
+                                note=progress(i - 1, total, started, took, left))
+            left[phase] -= outcome != "done"
+            if outcome == "ran":
+                took.setdefault(phase, []).append(time.time() - t)
             if outcome == "busy":
                 busy.append((run, label))
                 continue
@@ -356,7 +403,20 @@ def run_grid(path: str | Path, phases=PHASES, overrides: list[str] = ()) -> dict
     return counts
 
 
-def take(grid: Grid, run: Run, by_id: dict, label: str, full: bool = False) -> tuple[str, dict | None]:
+def progress(finished: int, total: int, started: float, took: dict, left: dict) -> str:
+    """' · 3/6 finished, 0:01:10 elapsed, ETA 0:02:20': the runs still to run (this one included)
+    times the mean duration measured so far in their phase (in any phase until theirs has one)."""
+    def hms(s: float) -> str:
+        return f"{s // 3600:.0f}:{s % 3600 // 60:02.0f}:{s % 60:02.0f}"
+
+    line = f" · {finished}/{total} finished, {hms(time.time() - started)} elapsed"
+    every = [s for v in took.values() for s in v]
+    if every:
+        line += f", ETA {hms(sum(n * sum(took.get(p, every)) / len(took.get(p, every)) for p, n in left.items()))}"
+    return line
+
+
+def take(grid: Grid, run: Run, by_id: dict, label: str, full: bool = False, note: str = "") -> tuple[str, dict | None]:
     """Run `run` unless it is done and verifies. Returns the outcome ("done", "ran", "failed",
     or "busy" when another worker holds it) and, for a failure, its error record."""
     folder = run_dir(run)
@@ -373,13 +433,14 @@ def take(grid: Grid, run: Run, by_id: dict, label: str, full: bool = False) -> t
             return "done", None
         if why != "not run":
             print(f"{label}: corrupt ({why}); moved to {move_aside(folder).name}, rerunning", flush=True)
-        print(f"{label}: running", flush=True)
+        print(f"{label}: running{note}", flush=True)
         t0 = time.time()
         try:
-            if run.phase == "pretrained":
-                prepare_pretrained(grid, run)
-            else:
-                execute(run, checkpoint(by_id[run.upstream]))
+            with RunLog(folder) as log:
+                if run.phase == "pretrained":
+                    prepare_pretrained(grid, run)
+                else:
+                    execute(run, checkpoint(by_id[run.upstream]), log)
             (folder / "error.json").unlink(missing_ok=True)
             print(f"{label}: done in {time.time() - t0:.0f}s", flush=True)
             return "ran", None
@@ -564,12 +625,14 @@ def report(path: str | Path, overrides: list[str] = ()) -> Path:
     from xfer.report import render
 
     out = collect(path, overrides)
+    if (out / "results.csv").read_text().count("\n") < 2:  # no row under the header (or no header)
+        raise NoResults("no results yet: run `make run` (or `xfer run <params>`) first")
     nb = out / "report.ipynb"
-    pm.execute_notebook(str(root() / "notebooks" / "04_report.ipynb"), str(nb),
-                        parameters={"results_dir": str(out)}, kernel_name="python3", cwd=str(root()),
-                        progress_bar=False)
-    render(nb, out)
-    print(f"report: {out / 'index.html'} and {out / 'report.pdf'}")
+    with RunLog(out) as log:  # the kernel's own warnings go to <report_dir>/log.txt, not the terminal
+        pm.execute_notebook(str(root() / "notebooks" / "04_report.ipynb"), str(nb),
+                            parameters={"results_dir": str(out)}, kernel_name="python3", cwd=str(root()),
+                            progress_bar=False, stdout_file=log, stderr_file=log)
+    print("report: " + " and ".join(str(f) for f in render(nb, out).values()))
     return out
 
 
@@ -689,7 +752,10 @@ def main(argv=None):
         if counts["failed"] + counts["skipped"]:
             error = f"{counts['failed']} runs failed and {counts['skipped']} were skipped; the report lists them"
     if args.command in ("report", "all"):  # the report renders whatever failed, then the exit code says so
-        failures = read_json(report(args.params, args.overrides) / "grid.json")["failures"]
+        try:
+            failures = read_json(report(args.params, args.overrides) / "grid.json")["failures"]
+        except NoResults as e:
+            failures, error = [], "; ".join(filter(None, (error, str(e))))
         if failures and not error:
             error = f"{len(failures)} runs failed or did not run; the report lists them"
     if error:
