@@ -74,7 +74,7 @@ def test_epochs_arm_expands_beside_the_fixed_steps(micro_grid, data):
      "intermediate", "train.max_steps: required by fixed_steps"),
     (["intermediate.fixed_steps=true", "intermediate.train.patience=2", "intermediate.train.eval_every=2"],
      "intermediate", "no early stopping; remove patience"),
-    (["intermediate.epochs_arm=0", "intermediate.fixed_steps=true"], "intermediate.epochs_arm", "greater than 0"),
+    (["intermediate.epochs_arm=0", "intermediate.fixed_steps=true"], "intermediate.epochs_arm", "allowed: > 0"),
     (["intermediate.corpora=[{task: panx, languages: [sw]}]"], "intermediate", "either 'corpora' or 'task'"),
     (["intermediate.corpora=[]"], "intermediate", "at least one corpus"),
     (["evaluate.sample_seed=x"], "evaluate.sample_seed", "integer"),

@@ -44,11 +44,11 @@ def test_wordpiece_tokenizer_through_all_three_phases(micro_grid, wordpiece_bert
     overrides = ["model.source=local", f"model.name={folder}", "model.trim_vocab=false"]
     counts = runner.run_grid(micro_grid(), overrides=overrides)
     assert counts["failed"] == 0 and counts["ran"] == 6  # pretrained, 1 intermediate, 2 targets, 2 evaluations
-    for run in [*(runs_dir() / "intermediate").iterdir(), *(runs_dir() / "target").iterdir()]:
+    for run in [*(runs_dir() / "intermediate").glob("[!.]*"), *(runs_dir() / "target").glob("[!.]*")]:  # not lock files
         tok = load_tokenizer(run / "checkpoint")
         assert (tok.pad_token, tok.pad_token_id, len(tok)) == ("[PAD]", 0, vocab), run.name
         ids = tok("the cat sat")["input_ids"]
         assert ids[0] == tok.cls_token_id and ids[-1] == tok.sep_token_id
-    for run in (runs_dir() / "evaluate").iterdir():
+    for run in (runs_dir() / "evaluate").glob("[!.]*"):
         scores = json.loads((run / "metrics.json").read_text())["scores"]
         assert set(scores) == {"en", "yo", "wo"} and all(0 <= s["score"] <= 100 for s in scores.values())
