@@ -582,12 +582,13 @@ def collect(path: str | Path, overrides: list[str] = ()) -> Path:
         "low_resource": {"definition": grid.low_resource},
         "analysis": analysis_plan(grid),
         "runs": {p: len(runs[p]) for p in PHASES}, "failures": failures,
-        "provenance": provenance(runs["pretrained"][0].params["data"]["files"]),
+        "provenance": provenance(runs["pretrained"][0].params["data"]["checksums"]),
     })
     return out
 
 
-def provenance(files: list) -> dict:
+def provenance(checksums: dict) -> dict:
+    """Code, packages, device, and the data files' sha256 as the plan recorded them in the run ids."""
     import importlib.metadata as md
     import platform
     import subprocess
@@ -595,18 +596,9 @@ def provenance(files: list) -> dict:
 
     import torch
 
-    from xfer.models.assets import sha256_file
-
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root(), capture_output=True, text=True).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root(),
                            capture_output=True, text=True).stdout.strip()
-    sums = {}
-    for task_name, lang, split in files:
-        try:
-            p = get_task(task_name).path(lang, split)
-            sums[str(p.relative_to(data_dir()))] = sha256_file(p)
-        except (AssertionError, FileNotFoundError):
-            sums[f"{task_name}/{lang}/{split}"] = "hub"
     pkgs = {}
     for name in ("torch", "transformers", "datasets", "papermill", "pingouin", "pandas", "numpy", "seqeval"):
         try:
@@ -615,7 +607,7 @@ def provenance(files: list) -> dict:
             pass
     dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
     return {"git_commit": commit + ("+dirty" if dirty else ""), "packages": pkgs, "device": dev,
-            "data_dir": str(data_dir()), "data_checksums": sums,
+            "data_dir": str(data_dir()), "data_checksums": checksums,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
