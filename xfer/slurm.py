@@ -19,13 +19,15 @@ import sys
 import time
 from pathlib import Path
 
+import submitit
+
 from xfer.paths import read_json, runs_dir, write_json
 
 ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED", "REQUEUE_HOLD",
           "REQUEUE_FED", "SIGNALING", "STAGE_OUT", "STOPPED", "RESV_DEL_HOLD"}
 
 
-class RunJob:
+class RunJob(submitit.helpers.Checkpointable):
     """One run in a Slurm job, given as the validated objects the submitter planned (the job does
     not re-read the grid's data). Checkpointable: on preemption or timeout submitit requeues the
     same call, and the run picks up its training state."""
@@ -42,11 +44,6 @@ class RunJob:
             raise RuntimeError(f"{run.phase} run {run.id} failed: {(err or {}).get('error') or runner.state(run)}")
         return run.id
 
-    def checkpoint(self, *args, **kwargs):
-        import submitit
-
-        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
-
 
 def record_path(grid) -> Path:
     return runs_dir() / "slurm" / f"{grid.name}.json"
@@ -60,8 +57,6 @@ def _scontrol(*args: str) -> str:
 
 
 def _executor(grid, phase: str):
-    import submitit
-
     res = grid.executor.resources(phase)
     ex = submitit.AutoExecutor(folder=runs_dir() / "slurm" / "logs" / "%j", cluster="slurm")
     extra = {"hold": True, "kill-on-invalid-dep": "yes", "requeue": True, **res.sbatch}
