@@ -52,7 +52,7 @@ SIZES = {"a": 100, "b": 400, "c": 900}
 def test_mixing_proportions_match_the_distribution(mixing, expected):
     p = mixing_weights(SIZES, mixing, temperature=2.0)
     assert list(p.values()) == pytest.approx(expected)
-    mixer = TaskMixer({name: list(range(n)) for name, n in SIZES.items()}, p, batch_size=4, seed=3)
+    mixer = TaskMixer({name: list(range(n)) for name, n in SIZES.items()}, p, batch_size=4, seed=3, group_by_length=False)
     draws = 20_000  # spans several blocks of task draws
     counts = {name: 0 for name in SIZES}
     for k in range(draws):
@@ -70,11 +70,11 @@ def test_temperature_one_is_proportional_and_bad_names_are_refused():
 def test_batches_are_a_pure_function_of_seed_and_k():
     features = {name: [{"id": f"{name}{i}"} for i in range(n)] for name, n in SIZES.items()}
     p = mixing_weights(SIZES, "uniform")
-    a, b = TaskMixer(features, p, 8, seed=1), TaskMixer(features, p, 8, seed=1)
+    a, b = TaskMixer(features, p, 8, 1, False), TaskMixer(features, p, 8, 1, False)
     late = 3 * TaskMixer.BLOCK + 17
     assert b(late) == a(late)  # a fresh mixer (a resumed run) jumps straight to step k
     assert [a(k) for k in range(40)] == [b(k) for k in range(40)]  # and backwards
-    assert [a(k) for k in range(40)] != [TaskMixer(features, p, 8, seed=2)(k) for k in range(40)]
+    assert [a(k) for k in range(40)] != [TaskMixer(features, p, 8, 2, False)(k) for k in range(40)]
     for k in range(60):  # one task per micro-batch
         assert len({name for name, _ in a(k)}) == 1
     # within a task, micro-batches run through a shuffle of all its examples before repeating

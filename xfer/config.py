@@ -69,6 +69,13 @@ class TrainConfig(Strict):
     # with eval_every: "best" keeps the best-scoring weights (model selection), "last" the final
     # ones (dev is still scored and logged), so every run hands on exactly its trained dose
     keep: Literal["best", "last"] = "best"
+    # the hot loop (#14): batches of similar lengths pad less; only the embedding rows of the
+    # run's training data train ("all": every row, as a plain fine-tune), so AdamW skips the
+    # vocabulary's other rows and other languages keep their pretrained vectors exactly;
+    # "auto" precision: bf16 autocast on CUDA, fp32 on the CPU
+    group_by_length: bool = True
+    embedding_rows: Literal["used", "all"] = "used"
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
 
     @model_validator(mode="after")
     def one_budget(self):

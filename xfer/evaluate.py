@@ -12,11 +12,12 @@ from xfer.models.vocab import load_id_map
 from xfer.paths import read_json, write_json
 from xfer.record import write_metrics
 from xfer.tasks import get_task
-from xfer.train import check_runner, device
+from xfer.train import check_runner, device, set_threads
 
 
 def zero_shot(params: dict, upstream: str | Path, run_dir: str | Path, max_length: int = 512) -> dict:
     run_dir = Path(run_dir)
+    set_threads()
     task = get_task(params["task"])
     tokenizer = load_tokenizer(upstream)
     id_map = load_id_map(Path(upstream))

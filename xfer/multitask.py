@@ -9,13 +9,15 @@ shared encoder is saved exactly as a single-task run's is."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import torch
 from torch import nn
 
 from xfer.data import training_set
 from xfer.tasks import get_task
-from xfer.train import micro_batch
+from xfer.train import Shuffle, flat_ids
 
 MIXINGS = ("proportional", "uniform", "temperature")
 
@@ -71,6 +73,9 @@ class MultiTaskModel(nn.Module):
     def get_input_embeddings(self):
         return self.base_model.get_input_embeddings()
 
+    def set_input_embeddings(self, embedding):
+        self.base_model.set_input_embeddings(embedding)
+
     def forward(self, task: str, **batch):
         return self.heads[task](**batch)
 
@@ -81,12 +86,15 @@ class TaskMixer:
 
     Each micro-batch is one task's. Tasks are drawn by `p` in seeded blocks of BLOCK draws, so the
     task of batch k is found without replaying every earlier draw; the j-th batch of a task is
-    `micro_batch(n_task, batch_size, seed, j)`: per-epoch shuffles of that task, as in a single-task run."""
+    `Shuffle(n_task, batch_size, seed)(j)`: per-epoch shuffles of that task, as in a single-task run."""
 
     BLOCK = 4096
 
-    def __init__(self, features: dict[str, list], p: dict[str, float], batch_size: int, seed: int):
+    def __init__(self, features: dict[str, list], p: dict[str, float], batch_size: int, seed: int,
+                 group_by_length: bool = True):
         self.features, self.names = features, list(features)
+        self.shuffles = {name: Shuffle(len(f), batch_size, seed, [len(flat_ids(x)) for x in f] if group_by_length else None)
+                         for name, f in features.items()}
         self.p = np.array([p[name] for name in self.names])
         self.batch_size, self.seed = batch_size, seed
         self.before = [np.zeros(len(self.names), dtype=np.int64)]  # per task: its draws before block b
@@ -95,8 +103,12 @@ class TaskMixer:
         """All tasks' features: one epoch of the training loop."""
         return sum(len(f) for f in self.features.values())
 
+    def __iter__(self):
+        """All tasks' features (the embedding rows that train are those they use)."""
+        return itertools.chain.from_iterable(self.features.values())
+
     def draws(self, block: int) -> np.ndarray:
-        # [seed, block, 1]: a stream apart from micro_batch's [seed, epoch]
+        # [seed, block, 1]: a stream apart from Shuffle's [seed, epoch]
         return np.random.default_rng([self.seed, block, 1]).choice(len(self.names), self.BLOCK, p=self.p)
 
     def task_of(self, k: int) -> tuple[str, int]:
@@ -112,7 +124,7 @@ class TaskMixer:
     def __call__(self, k: int) -> list[tuple[str, dict]]:
         name, j = self.task_of(k)
         features = self.features[name]
-        return [(name, features[i]) for i in micro_batch(len(features), self.batch_size, self.seed, j)]
+        return [(name, features[i]) for i in self.shuffles[name](j)]
 
 
 def phase(params: dict, upstream, tokenizer, cfg, id_map=None):
@@ -127,7 +139,7 @@ def phase(params: dict, upstream, tokenizer, cfg, id_map=None):
                        params.get("temperature", 2.0))
     torch.manual_seed(params["seed"])  # the fresh heads' initialisation
     model = MultiTaskModel.build(tasks.values(), upstream)
-    mixer = TaskMixer(features, p, cfg.batch_size, params["seed"])
+    mixer = TaskMixer(features, p, cfg.batch_size, params["seed"], cfg.group_by_length)
 
     def collate(pairs):
         name = pairs[0][0]
