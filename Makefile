@@ -3,7 +3,7 @@
 #     SET: overrides, KEY=VALUE items separated by blanks; a value may hold blanks and ';' (SET="seeds=[1, 2]
 #     target.size=50"). It reaches the runner as the environment variable XFER_SET, never through the shell.
 #   make plan   [PARAMS=...]             validate and print the grid, train nothing
-#   make run    [PARAMS=...] [EXECUTOR=slurm] [DETACH=1]   run what is not done, here or on Slurm
+#   make run    [PARAMS=...] [EXECUTOR=slurm] [DETACH=1] [JOBS=N]   run what is not done, here (N at once) or on Slurm
 #   make status [PARAMS=...]             done / running / pending / failed per phase (Slurm job ids)
 #   make fetch  [PARAMS=...]             download a grid's hub datasets and model (e.g. on a login node)
 #   make test                            the test suite (real data from ../shared, tiny models)
@@ -20,6 +20,7 @@ unexport SET
 export XFER_PARAMS := $(value PARAMS)
 export XFER_EXECUTOR := $(value EXECUTOR)
 export XFER_DETACH := $(value DETACH)
+export XFER_JOBS := $(value JOBS)
 PY := .venv/bin/python
 SHARED ?= ../shared
 # the data folder: XFER_DATA_DIR if set, else data/raw unpacked from ../shared when it is there

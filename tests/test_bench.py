@@ -70,7 +70,7 @@ def test_rate_from_a_cuda_bench_file_else_the_notes_default(tmp_path, runs):
     (tmp_path / "bench-cpu.json").write_text(json.dumps({"device_type": "cpu", "train_samples_per_second": {"trimmed": 9.0}}))
     assert gpu_samples_per_second(grid.model, tmp_path)[0] == DEFAULT_SAMPLES_PER_SECOND  # CPU speed is no GPU hour
     (tmp_path / "bench-nvidia-h200.json").write_text(json.dumps(
-        {"device_type": "cuda", "train_samples_per_second": {"full": 900.0, "trimmed": 1200.0}}))
+        {"device_type": "cuda", "train_samples_per_second": {"xtreme_style": 300.0, "xfer": 1200.0}}))
     rate, source = gpu_samples_per_second(grid.model, tmp_path)
     assert rate == 1200.0 and "bench-nvidia-h200.json" in source
 
@@ -81,3 +81,39 @@ def test_multi_task_full_counts_every_task(runs):
     corpus = {("panx", "en", "train"): 300, ("udpos", "en", "train"): 340}
     h = estimate_gpu_hours({"intermediate": [run]}, 1.0, lambda t, l, s: corpus[t, l, s])
     assert h["intermediate"] * 3600 == pytest.approx(2 * 20 * 32)  # 2 epochs × ceil(640 / 32) steps × 32
+
+
+def test_every_loop_of_the_bench_steps_on_the_cpu(tmp_path, data):
+    """Each configuration the bench compares (the CUDA ones too, but torch.compile, which needs a
+    GPU-sized budget to be worth timing) takes real steps on real UD-POS batches here; the
+    xtreme-style loop pads every batch to MAX_LENGTH while xfer's pads to the batch's longest."""
+    import torch
+
+    from xfer.bench import CPU_LOOPS, CUDA_LOOPS, MAX_LENGTH, WARMUP, Loop, flops_per_token, interleave, pad_to
+    from xfer.config import ModelConfig
+    from xfer.data import training_set
+    from xfer.models import build_scratch, load_tokenizer
+    from xfer.tasks import get_task
+
+    ckpt = build_scratch(ModelConfig(source="scratch", name="t", scratch={"hidden_size": 32, "num_layers": 1,
+                                                                          "num_heads": 2, "intermediate_size": 64}),
+                         tmp_path / "m")
+    task, tok = get_task("udpos"), load_tokenizer(ckpt)
+    feats = task.encode(training_set("udpos", "en", 64, seed=0), tok, MAX_LENGTH)
+    batch = pad_to(task.collate(feats[:4], tok.pad_token_id), MAX_LENGTH, tok.pad_token_id)
+    assert batch["input_ids"].shape[1] == batch["labels"].shape[1] == MAX_LENGTH
+    assert (batch["labels"][:, -1] == -100).all() and batch["attention_mask"].sum() == sum(len(f["input_ids"]) for f in feats[:4])
+    knobs = {**{f"cpu {k}": v for k, v in CPU_LOOPS.items()},
+             **{f"cuda {k}": v for k, v in CUDA_LOOPS.items() if not v.get("compile")}}
+    loops = {}
+    for name, k in knobs.items():
+        torch.manual_seed(0)
+        model = task.build_model(ckpt)
+        loops[name] = Loop(model, feats, tok.pad_token_id, 8, **k)
+    rates = interleave(loops, steps=2)
+    assert all(r["samples_per_second"] > 0 and r["tokens_per_second"] > 0 for r in rates.values())
+    assert all(len(loop.seconds) == WARMUP + 2 for loop in loops.values())
+    # xfer's loop trains only the data's embedding rows, the baseline all of them
+    assert type(loops["cpu xfer"].model.get_input_embeddings()).__name__ == "RowsEmbedding"
+    assert type(loops["cpu xtreme_style"].model.get_input_embeddings()) is torch.nn.Embedding
+    assert flops_per_token(loops["cpu xfer"].model.config, 128) == 6 * (4 * 32 * 32 + 2 * 32 * 64) + 12 * 32 * 128

@@ -42,9 +42,18 @@ def test_grid_runs_once_then_skips(micro_grid):
     # as a user runs it, so the terminal is the one a user sees: per run a start line (grid progress,
     # an ETA once a duration is known) and an end line, the scores as they come; the rest (kernel
     # warnings, load reports, bars) in the run's log.txt
-    proc = subprocess.run([sys.executable, "-m", "xfer.runner", "run", str(path)], cwd=root(),
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900)
+    # two runs at once (`-j 2`), each in a worker process of its own with one torch thread
+    proc = subprocess.run([sys.executable, "-m", "xfer.runner", "run", str(path), "-j", "2"], cwd=root(),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900,
+                          env={k: v for k, v in os.environ.items() if k != "XFER_THREADS"})
     assert proc.returncode == 0, proc.stdout
+    assert "; 2 runs at once, 1 torch threads each" in proc.stdout
+    lines = proc.stdout.splitlines()
+    at = {}  # where each phase's first start and first end line is
+    for i, line in enumerate(lines):
+        at.setdefault(re.sub(r"^\[\d+/6\] (\w+) .*?: (running|done).*", r"\1 \2", line), i)
+    # once the pretrained run is done, the intermediate run and the baseline target run side by side
+    assert at["target running"] < at["intermediate done"] and at["intermediate running"] < at["target done"], lines
     # pretrained, 1 intermediate, 2 targets, 2 evals
     assert proc.stdout.splitlines()[-1] == "grid micro: {'done': 0, 'ran': 6, 'failed': 0, 'skipped': 0}"
     grid, runs = runner.plan(path)
@@ -67,7 +76,7 @@ def test_grid_runs_once_then_skips(micro_grid):
     nb = json.loads((runner.run_dir(ev) / "notebook.ipynb").read_text())
     assert any("injected-parameters" in c["metadata"].get("tags", []) for c in nb["cells"])
     before = outputs(runs)
-    again = runner.run_grid(path)
+    again = runner.run_grid(path, jobs=1)
     assert again["ran"] == 0 and again["done"] == 6
     assert outputs(runs) == before
     out = runner.collect(path)

@@ -1,12 +1,14 @@
 """Speed figures, as ratios against a baseline measured in the same run: machines are noisy,
 so an absolute number means little and speed goals live here, never in timed tests.
 
-mE5-small fine-tuned on UD-POS English (batch 16, length 64; 2 warm-up steps, then 10 timed),
-with (a) the full 250k vocabulary, the baseline, (b) the vocabulary trimmed to a study's data,
-(c) trimmed + frozen embeddings, (d) trimmed + the first 6 layers; on CUDA also (b) in fp32, so
-bf16 autocast / fp32. The configurations take turns step by step, so a change in the machine's
-load hits them alike. Also evaluation sentences/s. `estimate_gpu_hours` turns a rate into GPU
-hours per phase for a planned grid.
+Training loops on UD-POS English at the data's own lengths (up to 128), taking turns step by step
+so a change in the machine's load hits them alike: the xtreme-style recipe (fp32, pad to 128, full
+vocabulary, plain AdamW) against xfer's loop, with each of its parts added in turn (CPU_LOOPS:
+mE5-small's first 4 layers, as params/cpu.yaml) or, on CUDA, an XLM-R Large-shaped encoder with
+random weights (CUDA_LOOPS: bf16, SDPA, dynamic padding, length grouping, fused AdamW, and
+torch.compile over bucketed shapes), with model TFLOP/s and MFU. On the CPU also the machine's
+throughput as one run on every core against one single-threaded run per core (`xfer run -j`).
+Also evaluation sentences/s. `estimate_gpu_hours` turns a rate into GPU hours for a planned grid.
 
     python -m xfer.bench [--params params/smoke.yaml]     # writes bench/bench-<device>.json
 """
@@ -24,9 +26,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-BATCH, LENGTH, WARMUP, STEPS = 16, 64, 2, 10
-LAYERS = 6
-EVAL_BATCH, EVAL_LENGTH = 64, 128
+CPU_BATCH, CUDA_BATCH, MAX_LENGTH, WARMUP, STEPS = 16, 32, 128, 3, 12
+CPU_LAYERS = 4  # params/cpu.yaml's encoder
+EVAL_BATCH = 64
 # shared/NOTES.md: lent H100, XLM-R Large shape, bf16 + SDPA, batch 32, length 128
 DEFAULT_SAMPLES_PER_SECOND = 335.0
 # evaluation is a forward pass, about a third of a training step's compute (forward + backward)
@@ -98,20 +100,21 @@ def estimate_gpu_hours(runs: dict, samples_per_second: float, count=None,
 
 
 def gpu_samples_per_second(model=None, folder: Path | None = None) -> tuple[float, str]:
-    """The training rate to plan with: the newest CUDA bench JSON in bench/ (its figure for the
-    model config's approximations), else the NOTES.md default. Returns (rate, where it came from)."""
+    """The training rate to plan with: xfer's loop in the newest CUDA bench JSON in bench/, else
+    the NOTES.md default. Returns (rate, where it came from). `model` is for a future per-shape
+    figure; the bench measures XLM-R Large's shape."""
     import json
 
     from xfer.paths import root
 
-    key = "full"
-    if model is not None and model.trim_vocab:
-        key = "trimmed_6_layers" if model.num_layers else "trimmed_frozen" if model.freeze_embeddings else "trimmed"
     found = sorted((folder or root() / "bench").glob("bench-*.json"), key=lambda p: p.stat().st_mtime)
     for path in reversed(found):
         bench = json.loads(path.read_text())
-        if bench.get("device_type") == "cuda" and key in bench.get("train_samples_per_second", {}):
-            return bench["train_samples_per_second"][key], f"{path.name}: {key}, batch {BATCH}, length {LENGTH}"
+        if bench.get("device_type") == "cuda" and "xfer" in bench.get("train_samples_per_second", {}):
+            shape = bench.get("shape", {})
+            return (bench["train_samples_per_second"]["xfer"],
+                    f"{path.name}: {bench.get('device', 'cuda')}, xfer loop, batch {shape.get('batch')}, "
+                    f"up to {shape.get('max_length')} tokens")
     return DEFAULT_SAMPLES_PER_SECOND, "NOTES.md default: H100, XLM-R Large, bf16 + SDPA, batch 32, length 128"
 
 
@@ -125,49 +128,116 @@ def describe_estimate(grid, runs) -> str:
 
 # ----------------------------------------------------------------------------- measuring
 
-class _Trainer:
-    """`xfer.train.train`'s step (AdamW with its groups, autocast, clipping), one step at a time,
-    so the configurations take turns and a change in the machine's load hits them all alike."""
+# The training loops compared, as knobs of one step. "xtreme_style" is the reference recipe (fp32,
+# pad to max length, full vocabulary, plain AdamW, eager attention); "before" is xfer's loop until
+# the hot-loop change; "xfer" is `xfer.train.train` with its defaults.
+CPU_LOOPS = {
+    "xtreme_style": dict(vocab="full", pad_to=MAX_LENGTH, group=False, rows="all", fused=False, precision="fp32"),
+    "before": dict(vocab="trimmed", pad_to=None, group=False, rows="all", fused=False, precision="fp32"),
+    "grouped_rows": dict(vocab="trimmed", pad_to=None, group=True, rows="used", fused=False, precision="fp32"),
+    "xfer": dict(vocab="trimmed", pad_to=None, group=True, rows="used", fused=True, precision="fp32"),
+    "xfer_bf16": dict(vocab="trimmed", pad_to=None, group=True, rows="used", fused=True, precision="bf16"),
+}
+CUDA_LOOPS = {
+    "xtreme_style": dict(vocab="full", pad_to=MAX_LENGTH, group=False, rows="all", fused=False, precision="fp32",
+                         attention="eager"),
+    "xfer": dict(vocab="full", pad_to=None, group=True, rows="used", fused=True, precision="auto", attention="sdpa"),
+    # torch.compile wants few shapes: lengths padded up to a multiple of 32 (4 buckets up to 128)
+    "xfer_compile": dict(vocab="full", pad_to=32, group=True, rows="used", fused=True, precision="auto",
+                         attention="sdpa", compile=True),
+}
+# XLM-R Large's shape (random weights: no hub needed) for the CUDA bench
+XLMR_LARGE = dict(vocab_size=250_002, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                  intermediate_size=4096, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1)
+# dense bf16 peak FLOP/s, for MFU (vendor figures, without sparsity)
+PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "B200": 2250e12}
 
-    def __init__(self, model, features, pad_id, fp32: bool = False):
+
+def pad_to(batch: dict, multiple: int | None, pad_id: int) -> dict:
+    """Pad the sequence dimension up to a multiple of `multiple` (pad ids, mask 0, label -100)."""
+    if not multiple:
+        return batch
+    import torch.nn.functional as F
+
+    n = batch["input_ids"].shape[-1]
+    extra = -n % multiple
+    fill = {"input_ids": pad_id, "labels": -100}
+    return {k: F.pad(v, (0, extra), value=fill.get(k, 0)) if v.ndim >= 2 and v.shape[-1] == n else v
+            for k, v in batch.items()}
+
+
+class Loop:
+    """One training loop's step (`xfer.train.train`'s: AdamW groups, autocast, clipping), taken one
+    at a time, so the loops take turns and a change in the machine's load hits them all alike."""
+
+    def __init__(self, model, features, pad_id, batch_size, vocab="trimmed", pad_to=None, group=True,
+                 rows="used", fused=True, precision="auto", compile=False, **_):
         import torch
 
-        from xfer.train import device
+        from xfer.train import Shuffle, flat_ids, train_rows
 
-        self.dev = device()
-        self.model, self.features, self.pad_id, self.fp32 = model.to(self.dev).train(), features, pad_id, fp32
-        params = [p for p in model.parameters() if p.requires_grad]
+        self.dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = model.to(self.dev).train()
+        self.features, self.pad_id, self.pad, self.precision = features, pad_id, pad_to, precision
+        self.shuffle = Shuffle(len(features), batch_size, 0, [len(flat_ids(f)) for f in features] if group else None)
+        if rows == "used":
+            train_rows(self.model, features)
+        params = [p for p in self.model.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW([{"params": [p for p in params if p.ndim >= 2], "weight_decay": 0.01},
                                       {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}],
-                                     lr=1e-5, fused=self.dev.type == "cuda")
-        self.seconds: list[float] = []
+                                     lr=1e-5, fused=fused, foreach=None if fused else True)
+        self.forward = torch.compile(self.model) if compile else self.model
+        self.seconds, self.samples, self.tokens = [], 0, 0
 
     def step(self) -> None:
         import torch
 
         from xfer.tasks import get_task
-        from xfer.train import autocast, micro_batch
+        from xfer.train import autocast
 
-        idx = micro_batch(len(self.features), BATCH, 0, len(self.seconds))
+        chunk = [self.features[i] for i in self.shuffle(len(self.seconds))]
         if self.dev.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        batch = get_task("udpos").collate([self.features[i] for i in idx], self.pad_id)
+        batch = pad_to(get_task("udpos").collate(chunk, self.pad_id), self.pad, self.pad_id)
         batch = {k: v.to(self.dev) for k, v in batch.items()}
-        with contextlib.nullcontext() if self.fp32 else autocast(self.model):
-            loss = self.model(**batch).loss
+        with autocast(self.model, self.precision):
+            loss = self.forward(**batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         loss.item()  # as train() does: waits for the device
         self.seconds.append(time.perf_counter() - t0)
+        if len(self.seconds) > WARMUP:
+            self.samples += len(chunk)
+            self.tokens += int(batch["attention_mask"].sum())  # real tokens, not padding
 
-    def samples_per_second(self) -> float:
-        """From the median timed step: a burst of other work on the machine moves it little."""
-        import statistics
+    def rates(self) -> dict:
+        """Samples/s and real tokens/s over the timed steps (after WARMUP)."""
+        t = sum(self.seconds[WARMUP:])
+        return {"samples_per_second": self.samples / t, "tokens_per_second": self.tokens / t}
 
-        return BATCH / statistics.median(self.seconds[WARMUP:])
+
+def interleave(loops: dict, steps: int) -> dict:
+    """Round robin, starting one further each round, WARMUP + `steps` steps each."""
+    order = list(loops.values())
+    for k in range(WARMUP + steps):
+        for loop in order[k % len(order):] + order[:k % len(order)]:
+            loop.step()
+    return {name: loop.rates() for name, loop in loops.items()}
+
+
+def flops_per_token(config, seq: int) -> float:
+    """Training FLOPs per token: 6 × the non-embedding parameters (forward + backward) plus the
+    attention scores and values, 12 × layers × hidden × sequence length (Kaplan et al., PaLM's MFU)."""
+    h, layers, inter = config.hidden_size, config.num_hidden_layers, config.intermediate_size
+    per_layer = 4 * h * h + 2 * h * inter
+    return 6 * layers * per_layer + 12 * layers * h * seq
+
+
+def peak_flops(name: str) -> float | None:
+    return next((v for k, v in PEAK_BF16.items() if k.lower() in name.lower()), None)
 
 
 def _load() -> float | None:
@@ -187,10 +257,50 @@ def _device() -> tuple[str, str]:
     return "cpu", f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 
-def run(params: str | Path, out_dir: Path) -> dict:
+def _parallel_worker(args) -> float:
+    """One process of the threads measurement: `xfer` loop steps at `threads` torch threads; its samples/s."""
+    threads, folder, layers, pad_id, features, steps = args
+    import torch
+    from transformers import AutoModelForTokenClassification
+
+    from xfer.tasks import get_task
+
+    torch.set_num_threads(threads)
+    model = AutoModelForTokenClassification.from_pretrained(folder, num_labels=len(get_task("udpos").labels),
+                                                            num_hidden_layers=layers)
+    loop = Loop(model, features, pad_id, CPU_BATCH, **CPU_LOOPS["xfer"])
+    for _ in range(WARMUP + steps):
+        loop.step()
+    return loop.rates()["samples_per_second"]
+
+
+def threads_measurement(folder: Path, layers: int, pad_id: int, features: list, steps: int) -> dict:
+    """Throughput of the whole machine: one run with every core's thread, against as many runs in
+    parallel as cores with one thread each (how `xfer run -j` would share them). Twice, in turns."""
+    import multiprocessing as mp
+    import os
+
+    cores = os.cpu_count() or 1
+    ctx, args = mp.get_context("spawn"), (folder, layers, pad_id, features, steps)
+    out = {"one_run_all_threads": [], "parallel_runs_one_thread": []}
+    for _ in range(2):
+        with ctx.Pool(1) as pool:
+            out["one_run_all_threads"].append(pool.map(_parallel_worker, [(cores, *args)])[0])
+        with ctx.Pool(cores) as pool:
+            out["parallel_runs_one_thread"].append(sum(pool.map(_parallel_worker, [(1, *args)] * cores)))
+    best = {k: max(v) for k, v in out.items()}
+    return {"cores": cores, "samples_per_second": best, "runs": out,
+            "ratio_parallel/one": best["parallel_runs_one_thread"] / best["one_run_all_threads"]}
+
+
+def run(params: str | Path, out_dir: Path, steps: int = STEPS, quick: bool = False) -> dict:
+    """The bench: on the CPU, the cpu preset's encoder (mE5-small, its first 4 layers, vocabulary
+    trimmed to the study's data) on UD-POS English at batch CPU_BATCH; on CUDA, an XLM-R
+    Large-shaped encoder with random weights at batch CUDA_BATCH. Lengths are the data's own, cut at
+    MAX_LENGTH. `quick` (tests): a 1-layer model, few steps, no threads measurement."""
     import torch
     import transformers
-    from transformers import AutoModelForTokenClassification
+    from transformers import AutoModelForTokenClassification, XLMRobertaConfig
 
     from xfer.models import e5, load_tokenizer
     from xfer.models.vocab import apply_id_map, load_id_map, trim
@@ -204,67 +314,76 @@ def run(params: str | Path, out_dir: Path) -> dict:
     dev_type, dev_name = _device()
     full = e5.checkpoint()
     tok = load_tokenizer(full)
-    enc = task.encode(task.load("en", "train"), tok, LENGTH)
-    features = [f for f in enc if len(f["input_ids"]) == LENGTH][:512]  # every batch exactly 16 × 64
+    features = task.encode(task.load("en", "train")[:2048], tok, MAX_LENGTH)
     evals = task.load("en", "test")[: 2048 if dev_type == "cuda" else 256]
-
-    def model_from(folder, **kw):
-        return AutoModelForTokenClassification.from_pretrained(folder, num_labels=len(task.labels), **kw)
-
-    def mapped(id_map):
-        return [{**f, "input_ids": apply_id_map(f["input_ids"], id_map)} for f in features]
-
+    layers = 1 if quick else CPU_LAYERS
+    notes = {}
     with tempfile.TemporaryDirectory() as tmp:
-        if load_id_map(full) is None:
-            _, runs = plan(params)
-            ids = data_token_ids(runs["pretrained"][0].params["data"]["files"], tok)
-            trimmed = trim(full, Path(tmp) / "trimmed", ids)
-        else:  # a checkpoint carried to a GPU machine is already trimmed (xfer.carry)
-            trimmed = full
-        id_map = load_id_map(trimmed)
-        rows = int(id_map.max()) + 1
-        notes = {}
-        full_model = model_from(full)
-        if load_id_map(full) is not None:  # same shapes as the full vocabulary, so the same speed
-            full_model.resize_token_embeddings(len(id_map), mean_resizing=False)
-            notes["full"] = "carried checkpoint padded with random rows to the full vocabulary"
-        frozen = model_from(trimmed)
-        frozen.get_input_embeddings().requires_grad_(False)
-        trainers = {"full": _Trainer(full_model, mapped(load_id_map(full)), tok.pad_token_id),
-                    "trimmed": _Trainer(model_from(trimmed), mapped(id_map), tok.pad_token_id),
-                    "trimmed_frozen": _Trainer(frozen, mapped(id_map), tok.pad_token_id),
-                    f"trimmed_{LAYERS}_layers": _Trainer(model_from(trimmed, num_hidden_layers=LAYERS), mapped(id_map),
-                                                         tok.pad_token_id)}
-        if dev_type == "cuda":  # train() autocasts to bf16 on CUDA: the figures above are bf16
-            trainers["trimmed_fp32"] = _Trainer(model_from(trimmed), mapped(id_map), tok.pad_token_id, fp32=True)
-        order = list(trainers.values())
-        for k in range(WARMUP + STEPS):  # round robin, starting one further each round
-            for t in order[k % len(order):] + order[:k % len(order)]:
-                t.step()
-        rates = {name: t.samples_per_second() for name, t in trainers.items()}
-        steps = {name: [round(x, 3) for x in t.seconds] for name, t in trainers.items()}
+        if dev_type == "cuda":
+            batch, loops = CUDA_BATCH, CUDA_LOOPS
+            config = XLMRobertaConfig(**XLMR_LARGE, num_labels=len(task.labels))
 
-        model = trainers["trimmed"].model
-        task.evaluate(model, evals[:EVAL_BATCH], tok, EVAL_LENGTH, EVAL_BATCH, id_map)  # warm-up
+            def model_for(knobs):
+                torch.manual_seed(0)
+                return AutoModelForTokenClassification.from_config(config, attn_implementation=knobs["attention"])
+
+            feats = {name: features for name in loops}
+            seq = MAX_LENGTH
+        else:
+            batch, loops = CPU_BATCH, CPU_LOOPS
+            if load_id_map(full) is None:
+                _, runs = plan(params)
+                trimmed = trim(full, Path(tmp) / "trimmed", data_token_ids(runs["pretrained"][0].params["data"]["files"], tok))
+            else:  # a carried checkpoint is already trimmed (xfer.carry): both loops get its rows
+                trimmed = full
+                notes["full"] = "carried checkpoint: already trimmed, so 'full' is the trimmed vocabulary"
+            folders = {"full": full, "trimmed": trimmed}
+
+            def model_for(knobs):
+                torch.manual_seed(0)
+                return AutoModelForTokenClassification.from_pretrained(
+                    folders[knobs["vocab"]], num_labels=len(task.labels), num_hidden_layers=layers)
+
+            def mapped(folder):
+                id_map = load_id_map(folder)
+                return features if id_map is None else [{**f, "input_ids": apply_id_map(f["input_ids"], id_map)}
+                                                        for f in features]
+
+            feats = {name: mapped(folders[k["vocab"]]) for name, k in loops.items()}
+        built = {name: Loop(model_for(k), feats[name], tok.pad_token_id, batch, **k) for name, k in loops.items()}
+        config = built["xfer"].model.config
+        rates = interleave(built, steps)
+        attention = config._attn_implementation
+        model = built["xfer"].model.eval()
+        eval_map = load_id_map(folders["trimmed"]) if dev_type == "cpu" else None
+        task.evaluate(model, evals[:EVAL_BATCH], tok, MAX_LENGTH, EVAL_BATCH, eval_map)  # warm-up
         t0 = time.perf_counter()
-        task.evaluate(model, evals, tok, EVAL_LENGTH, EVAL_BATCH, id_map)
+        task.evaluate(model, evals, tok, MAX_LENGTH, EVAL_BATCH, eval_map)
         eval_rate = len(evals) / (time.perf_counter() - t0)
-        attention = model.config._attn_implementation
-        del trainers, order, model, full_model, frozen
+        del built, model
+        threads = None
+        if dev_type == "cpu" and not quick:
+            # the same model folder the workers load: layers cut by from_pretrained there too
+            threads = threads_measurement(folders["trimmed"], layers, tok.pad_token_id, feats["xfer"], steps)
 
-    ratios = {f"{k}/full": v / rates["full"] for k, v in rates.items() if k not in ("full", "trimmed_fp32")}
-    if "trimmed_fp32" in rates:
-        ratios["bf16/fp32"] = rates["trimmed"] / rates["trimmed_fp32"]
+    per_token = flops_per_token(config, seq if dev_type == "cuda" else MAX_LENGTH)
+    peak = peak_flops(dev_name) if dev_type == "cuda" else None
+    samples = {k: v["samples_per_second"] for k, v in rates.items()}
     result = {
         "device_type": dev_type, "device": dev_name, "torch": torch.__version__,
         "transformers": transformers.__version__, "threads": torch.get_num_threads(), "attention": attention,
-        "model": e5.NAME, "shape": {"task": "udpos", "language": "en", "batch": BATCH, "length": LENGTH,
-                                    "warmup_steps": WARMUP, "timed_steps": STEPS},
-        "vocab_rows": {"full": len(id_map), "trimmed": rows, "trimmed_to": str(params)},
-        "train_samples_per_second": rates, "ratios": ratios, "step_seconds": steps,
-        "eval_sentences_per_second": eval_rate,
-        "eval": {"sentences": len(evals), "batch": EVAL_BATCH, "max_length": EVAL_LENGTH, "split": "test"},
-        "notes": notes, "bench_seconds": round(time.perf_counter() - start),
+        "model": "XLM-R Large shape, random weights" if dev_type == "cuda" else f"{e5.NAME}, first {layers} layers",
+        "shape": {"task": "udpos", "language": "en", "batch": batch, "max_length": MAX_LENGTH,
+                  "warmup_steps": WARMUP, "timed_steps": steps, "lengths": "the data's own (dynamic) unless pad_to"},
+        "loops": loops, "train_samples_per_second": samples,
+        "train_tokens_per_second": {k: v["tokens_per_second"] for k, v in rates.items()},
+        "ratios": {f"{k}/xtreme_style": v / samples["xtreme_style"] for k, v in samples.items()}
+        | {f"{k}/before": v / samples["before"] for k, v in samples.items() if "before" in samples},
+        "model_tflops_per_second": {k: v["tokens_per_second"] * per_token / 1e12 for k, v in rates.items()},
+        "mfu": None if peak is None else {k: v["tokens_per_second"] * per_token / peak for k, v in rates.items()},
+        "peak_bf16_flops": peak, "eval_sentences_per_second": eval_rate,
+        "eval": {"sentences": len(evals), "batch": EVAL_BATCH, "max_length": MAX_LENGTH, "split": "test"},
+        "threads_measurement": threads, "notes": notes, "bench_seconds": round(time.perf_counter() - start),
         "load_average": {"start": load_start, "end": _load()},  # other work on the machine skews figures
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -279,15 +398,20 @@ def run(params: str | Path, out_dir: Path) -> dict:
 
 
 def table(r: dict) -> str:
-    lines = [f"{r['device']} · torch {r['torch']} · {r['threads']} threads · {r['attention']} attention",
-             f"{'train (udpos en, 16 × 64)':<34}{'samples/s':>10}{'× full':>9}"]
+    base = "before" if "before" in r["train_samples_per_second"] else "xtreme_style"
+    lines = [f"{r['device']} · torch {r['torch']} · {r['threads']} threads · {r['model']}",
+             f"{'train (udpos en, batch ' + str(r['shape']['batch']) + ')':<30}{'samples/s':>10}{'× xtreme':>10}"
+             f"{'× ' + base:>10}{'TFLOP/s':>9}{'MFU':>7}"]
     for k, v in r["train_samples_per_second"].items():
-        ratio = r["ratios"].get(f"{k}/full")
-        lines.append(f"  {k:<32}{v:>10.1f}{'' if ratio is None else f'{ratio:>9.2f}'}")
-    if "bf16/fp32" in r["ratios"]:
-        lines.append(f"  {'bf16 / fp32 (trimmed)':<32}{'':>10}{r['ratios']['bf16/fp32']:>9.2f}")
-    lines.append(f"{'evaluate (udpos en test)':<34}{r['eval_sentences_per_second']:>10.1f} sentences/s")
-    lines.append(f"vocabulary rows: full {r['vocab_rows']['full']}, trimmed {r['vocab_rows']['trimmed']}")
+        mfu = r["mfu"][k] if r["mfu"] else None
+        lines.append(f"  {k:<28}{v:>10.1f}{r['ratios'][f'{k}/xtreme_style']:>10.2f}{r['ratios'][f'{k}/{base}']:>10.2f}"
+                     f"{r['model_tflops_per_second'][k]:>9.2f}{'' if mfu is None else f'{mfu:>7.1%}'}")
+    lines.append(f"{'evaluate (udpos en test)':<30}{r['eval_sentences_per_second']:>10.1f} sentences/s")
+    t = r.get("threads_measurement")
+    if t:
+        lines.append(f"{t['cores']} runs × 1 thread vs 1 run × {t['cores']} threads: "
+                     f"{t['samples_per_second']['parallel_runs_one_thread']:.1f} vs "
+                     f"{t['samples_per_second']['one_run_all_threads']:.1f} samples/s (× {t['ratio_parallel/one']:.2f})")
     lines.append(f"load average {r['load_average']['start']} -> {r['load_average']['end']}; {r['bench_seconds']} s")
     return "\n".join(lines)
 
@@ -299,8 +423,9 @@ def main(argv=None) -> int:
     ap.add_argument("--params", default=str(root() / "params" / "smoke.yaml"),
                     help="the study whose data the vocabulary is trimmed to")
     ap.add_argument("--out", default=str(root() / "bench"))
+    ap.add_argument("--steps", type=int, default=STEPS, help="timed steps per loop (after %d warm-up steps)" % WARMUP)
     args = ap.parse_args(argv)
-    run(args.params, Path(args.out))
+    run(args.params, Path(args.out), args.steps)
     return 0
 
 

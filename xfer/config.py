@@ -267,14 +267,34 @@ class SlurmResources(Strict):
 
 
 class ExecutorConfig(Strict):
-    """Where runs execute: `local` (one after another in this process's machine) or `slurm` (each
+    """Where runs execute: `local` (on this machine, `jobs` runs side by side) or `slurm` (each
     phase's runs as job arrays, each job after its own upstream job; same notebooks, same run
     folders). `phases` overrides `slurm` per phase, e.g. `{evaluate: {gpus: 1, time_min: 60}}`."""
 
     kind: Literal["local", "slurm"] = "local"
+    # local runs at once, each with cores // jobs torch threads (XFER_THREADS overrides). "auto": one
+    # on a GPU machine (runs share one device), else one per core up to 4: on 2 cores two single-
+    # threaded runs did twice the work of one run on both (`make bench`, threads_measurement)
+    jobs: int | Literal["auto"] = Field("auto", description="local runs at once: a whole number 1-64, or auto")
     slurm: SlurmResources = SlurmResources()
     phases: dict[Literal["pretrained", "intermediate", "target", "evaluate"], dict] = {}
     array_parallelism: int = Field(64, ge=1, le=10_000)  # at most this many runs of an array at once
+
+    @field_validator("jobs")
+    @classmethod
+    def jobs_in_range(cls, v):
+        if v != "auto" and not 1 <= v <= 64:
+            raise ValueError(f"jobs {v}: allowed: a whole number from 1 to 64, or auto")
+        return v
+
+    def local_jobs(self) -> int:
+        import os
+
+        if self.jobs != "auto":
+            return self.jobs
+        import torch
+
+        return 1 if torch.cuda.is_available() else max(1, min(os.cpu_count() or 1, 4))
 
     def resources(self, phase: str) -> SlurmResources:
         pretrained = {"gpus": 0, "time_min": 120} if phase == "pretrained" else {}  # a conversion, on a CPU

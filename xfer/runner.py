@@ -18,12 +18,14 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import multiprocessing
 import os
 import re
 import shutil
 import sys
 import time
 import traceback
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -349,12 +351,19 @@ def execute(run: Run, upstream: str, log=None) -> None:
             tmp.unlink(missing_ok=True)
 
 
-def run_grid(path: str | Path, phases=PHASES, overrides: list[str] = ()) -> dict:
+def run_grid(path: str | Path, phases=PHASES, overrides: list[str] = (), jobs: int | None = None) -> dict:
+    """Run what is not done, in plan order, `jobs` runs at once (default: the grid's
+    `executor.jobs`): a run starts once its upstream run is done. With several jobs each run
+    executes in a process of its own (its log.txt takes that process's stderr) with
+    cores // jobs torch threads; with one, in this process, one after another."""
     grid, runs = plan(path, overrides)
     from xfer.report import preregister
 
     preregister(grid)  # <report_dir>/preregistration.json: the analysis plan, fixed before the first run
     os.environ["XFER_RUNNER_PID"] = str(os.getpid())  # the kernels it starts stop if it is killed
+    jobs = jobs or grid.executor.local_jobs()
+    if jobs > 1 and not os.environ.get("XFER_THREADS"):
+        os.environ["XFER_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))  # the kernels inherit it
     by_id = {r.id: r for rs in runs.values() for r in rs}
     failed: dict[str, dict] = {}
     counts = {"done": 0, "ran": 0, "failed": 0, "skipped": 0}
@@ -363,44 +372,84 @@ def run_grid(path: str | Path, phases=PHASES, overrides: list[str] = ()) -> dict
     # a run about to serve as an upstream is verified in full: its next phase reads it all anyway
     feeds = {r.upstream for p in phases for r in runs[p] if r.upstream and not is_done(r)}
     busy = []
-    i, started, took = 0, time.time(), {}
+    started, took = time.time(), {}
     left = {p: sum(not is_done(r) for r in runs[p]) for p in phases}  # runs still to run, for the ETA
-    print(f"each run's full output: {runs_dir()}/<phase>/<run id>/log.txt (`tail -f` one to follow it)", flush=True)
-    for phase in phases:
-        for run in runs[phase]:
-            i += 1
-            label = f"[{i}/{total}] {phase} {run.id}"
-            up = by_id.get(run.upstream)
-            why = f"upstream run {run.upstream} did not finish"
-            if up is not None and up.id not in failed and not is_done(up) and not Lock(run_dir(up)).wait(0):
-                print(f"{label}: waiting for another worker to finish upstream {up.id} "
-                      f"(up to {wait_s:.0f}s, XFER_LOCK_TIMEOUT)", flush=True)
-                if not Lock(run_dir(up)).wait(wait_s):
-                    why = f"upstream run {up.id} still held by another worker after {wait_s:.0f}s (XFER_LOCK_TIMEOUT)"
-            if up is not None and (up.id in failed or not is_done(up)):
-                failed[run.id] = {"phase": phase, "run_id": run.id, "error": why}
-                counts["skipped"] += 1
-                left[phase] -= 1
-                print(f"{label}: skipped, {why}", flush=True)
-                continue
-            t = time.time()
-            outcome, err = take(grid, run, by_id, label, full=run.id in feeds,
-                                note=progress(i - 1, total, started, took, left))
-            left[phase] -= outcome != "done"
-            if outcome == "ran":
-                took.setdefault(phase, []).append(time.time() - t)
-            if outcome == "busy":
-                busy.append((run, label))
-                continue
-            counts[outcome] += 1
-            if err:
-                failed[run.id] = err
+    print(f"each run's full output: {runs_dir()}/<phase>/<run id>/log.txt (`tail -f` one to follow it)"
+          + (f"; {jobs} runs at once, {os.environ['XFER_THREADS']} torch threads each" if jobs > 1 else ""), flush=True)
+    pending = [(i, phase, run) for i, (phase, run) in enumerate(((p, r) for p in phases for r in runs[p]), 1)]
+    ours = {run.id for _, _, run in pending}
+    pool = (ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=die_with_parent)
+            if jobs > 1 else None)
+    running: dict = {}  # future -> (i, phase, run, start time)
+
+    def finish(i, phase, run, t, outcome, err):
+        left[phase] -= outcome != "done"
+        if outcome == "ran":
+            took.setdefault(phase, []).append(time.time() - t)
+        if outcome == "busy":
+            busy.append((run, f"[{i}/{total}] {phase} {run.id}"))
+            return
+        counts[outcome] += 1
+        if err:
+            failed[run.id] = err
+
+    try:
+        while pending or running:
+            for item in list(pending):
+                if len(running) >= jobs:
+                    break
+                i, phase, run = item
+                up = by_id.get(run.upstream)
+                if up is not None and any(up.id == r.id for _, _, r, *_ in [*pending, *running.values()]):
+                    continue  # its upstream is still ours to run: it starts when that one is done
+                pending.remove(item)
+                label = f"[{i}/{total}] {phase} {run.id}"
+                why = f"upstream run {run.upstream} did not finish"
+                if up is not None and up.id not in ours | set(failed) and not is_done(up) and not Lock(run_dir(up)).wait(0):
+                    print(f"{label}: waiting for another worker to finish upstream {up.id} "
+                          f"(up to {wait_s:.0f}s, XFER_LOCK_TIMEOUT)", flush=True)
+                    if not Lock(run_dir(up)).wait(wait_s):
+                        why = f"upstream run {up.id} still held by another worker after {wait_s:.0f}s (XFER_LOCK_TIMEOUT)"
+                if up is not None and (up.id in failed or not is_done(up)):
+                    failed[run.id] = {"phase": phase, "run_id": run.id, "error": why}
+                    counts["skipped"] += 1
+                    left[phase] -= 1
+                    print(f"{label}: skipped, {why}", flush=True)
+                    continue
+                args = (grid, run, by_id, label, run.id in feeds,
+                        progress(counts["done"] + counts["ran"] + counts["failed"] + counts["skipped"], total,
+                                 started, took, left))
+                if pool is None:
+                    t = time.time()
+                    finish(i, phase, run, t, *take(*args))
+                else:
+                    running[pool.submit(take, *args)] = (i, phase, run, time.time())
+            if running:
+                done_now, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done_now:
+                    finish(*running.pop(future), *future.result())
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
     for run, label in busy:  # the other worker's runs are part of this grid too: it is done when they are
         print(f"{label}: waiting for the other worker (up to {wait_s:.0f}s, XFER_LOCK_TIMEOUT)", flush=True)
         Lock(run_dir(run)).wait(wait_s)
         counts["done" if is_done(run) else "failed" if (run_dir(run) / "error.json").exists() else "skipped"] += 1
     print(f"grid {grid.name}: {counts}", flush=True)
     return counts
+
+
+def die_with_parent() -> None:
+    """A worker process of `run_grid` goes when the runner goes (Linux: killed with it), so a
+    killed runner leaves no worker training on; its notebook kernel then stops too (ipykernel
+    exits when its parent does)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: XFER_RUNNER_PID's check in the kernel still stops the run
+        pass
 
 
 def progress(finished: int, total: int, started: float, took: dict, left: dict) -> str:
@@ -687,6 +736,9 @@ def main(argv=None):
                          "the environment's XFER_SET holds more, blank-separated: 'seeds=[1, 2] target.size=50'")
     ap.add_argument("--executor", choices=["local", "slurm"], default=os.environ.get("XFER_EXECUTOR") or None,
                     help="where runs execute (default: the grid's executor.kind; make: EXECUTOR=slurm)")
+    ap.add_argument("-j", "--jobs", default=os.environ.get("XFER_JOBS") or None, metavar="N",
+                    help="local executor: runs at once, 1-64 or auto (default: the grid's executor.jobs, auto: one "
+                         "per core up to 4 on a CPU machine, one with a GPU; make: JOBS=N)")
     ap.add_argument("--detach", action="store_true", default=bool(os.environ.get("XFER_DETACH")),
                     help="with the slurm executor: return right after submitting (make: DETACH=1)")
     args = ap.parse_args(argv)
@@ -694,6 +746,8 @@ def main(argv=None):
     args.overrides = split_overrides(os.environ.get("XFER_SET", "")) + args.overrides
     if args.executor:
         args.overrides.append(f"executor.kind={args.executor}")
+    if args.jobs:
+        args.overrides.append(f"executor.jobs={args.jobs}")
     try:
         grid, runs = plan(args.params, args.overrides)
     except ConfigError as e:
