@@ -75,6 +75,9 @@ def test_grid_runs_once_then_skips(micro_grid):
     assert len(df) == 2 * 3 and set(df["eval_lang"]) == {"en", "yo", "wo"}
     assert set(df["inter_size"]) == {0, 60} and df["score"].between(0, 100).all()
     assert json.loads((out / "grid.json").read_text())["model"]["from_scratch"] is True
+    # local data and a scratch encoder: nothing from the hub, and the record says so (xfer.hub)
+    assert json.loads((out / "grid.json").read_text())["provenance"]["hub_revisions"] == {}
+    assert json.loads((runner.run_dir(ev) / "params.json").read_text())["hub_revisions"] == {}
     train = pd.read_csv(out / "training.csv").set_index("phase")
     assert list(train.index) == ["intermediate", "target", "target"]
     assert (train["steps"] == 4).all() and train["loss_start"].gt(0).all()

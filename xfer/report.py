@@ -232,6 +232,10 @@ def provenance(grid: dict) -> str:
              f"- created: {prov.get('created', 'unknown')}",
              "- runs: " + (", ".join(f"{k} {v}" for k, v in runs.items()) or "unknown"),
              "- packages: " + (", ".join(f"{k} {v}" for k, v in sorted(packages.items())) or "not recorded")]
+    hub = prov.get("hub_revisions") or {}
+    if hub:
+        lines += ["", "| from the hub | revision |", "|---|---|"]
+        lines += [f"| `{k}` | `{v}` |" for k, v in sorted(hub.items())]
     if checksums:
         lines += ["", "| data file | sha256 |", "|---|---|"]
         lines += [f"| `{f}` | `{h}` |" for f, h in sorted(checksums.items())]
