@@ -62,7 +62,8 @@ def revisions(tasks, model: dict | None = None) -> dict[str, str]:
     from xfer.tasks import get_task
 
     hub = [get_task(part) for name in tasks for part in name.split("+")]
-    out = {f"dataset {i}": revision(i, "dataset") for i in sorted({t.hub_id for t in hub if t.hub_id and not t.reads_local()})}
+    ids = sorted({t.hub_id for t in hub if t.hub_id and not t.reads_local()})
+    out = {f"dataset {i}": revision(i, "dataset") for i in ids}
     if model and model.get("source") == "hub":
         out[f"model {model['name']}"] = revision(model["name"], "model")
     return out

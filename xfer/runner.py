@@ -318,7 +318,7 @@ def prepare_pretrained(grid: Grid, run: Run) -> None:
     folder = run_dir(run)
     model = ModelConfig(**run.params["model"])  # the run's own: the control differs from grid.model
     ckpt, kept = prepare(model, folder / "checkpoint", partial(data_token_ids, run.params["data"]["files"]))
-    hub = revisions({f[0] for f in run.params["data"]["files"]}, run.params["model"])  # what the grid reads from the hub
+    hub = revisions({f[0] for f in run.params["data"]["files"]}, run.params["model"])  # the grid's hub reads
     record.write_metrics(folder, {"checkpoint": to_runs(ckpt), "kept_token_ids": kept, "hub_revisions": hub},
                          artefacts=("checkpoint",))
 
