@@ -627,11 +627,12 @@ def provenance(checksums: dict) -> dict:
 def report(path: str | Path, overrides: list[str] = ()) -> Path:
     import papermill as pm
 
-    from xfer.report import render
+    from xfer.report import publish_runs, render
 
     out = collect(path, overrides)
     if (out / "results.csv").read_text().count("\n") < 2:  # no row under the header (or no header)
         raise NoResults("no results yet: run `make run` (or `xfer run <params>`) first")
+    publish_runs(out)  # <report_dir>/runs/: the notebooks the report's numbers link to
     nb = out / "report.ipynb"
     with RunLog(out) as log:  # the kernel's own warnings go to <report_dir>/log.txt, not the terminal
         pm.execute_notebook(str(root() / "notebooks" / "04_report.ipynb"), str(nb),
