@@ -71,3 +71,13 @@ def test_report_provenance_lists_hub_revisions_and_the_model_is_xlmr():
     from xfer.runner import describe_model
 
     assert describe_model(SimpleNamespace(model=ModelConfig()))["stand_in"] is False  # XLM-R, by its hub id
+
+
+def test_online_path_without_an_answer_falls_back_on_the_cache(offline, monkeypatch):
+    """Not marked offline: the hub is asked, and when it cannot answer (no network here; an unknown
+    id where there is one), the cache's snapshot is the record, with no exception."""
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    _snapshot(offline, "dataset", "xfer-tests/no-such-dataset", SHA)
+    assert hub.revision("xfer-tests/no-such-dataset", "dataset") == SHA
+    assert hub.revision("xfer-tests/no-such-model", "model") == hub.UNKNOWN

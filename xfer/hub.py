@@ -9,6 +9,7 @@ is "unknown (offline)", never an exception: provenance must not stop a grid."""
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -43,16 +44,20 @@ def revision(repo_id: str, kind: str = "dataset", cache: str | Path | None = Non
     else the cache's, else "unknown (offline)". A local folder given as an id is "local folder"."""
     if Path(repo_id).exists():
         return "local folder"
-    if not _offline():
-        try:
-            from huggingface_hub import HfApi
+    sha = None if _offline() else _hub_sha(repo_id, kind)
+    return sha or cached_revision(repo_id, kind, cache) or UNKNOWN
 
-            info = (HfApi().dataset_info if kind == "dataset" else HfApi().model_info)(repo_id, timeout=10)
-            if info.sha:
-                return info.sha
-        except Exception:  # no network, unknown id, rate limit: fall back on the cache
-            pass
-    return cached_revision(repo_id, kind, cache) or UNKNOWN
+
+@functools.lru_cache(maxsize=None)
+def _hub_sha(repo_id: str, kind: str) -> str | None:
+    """The hub's answer, asked once per process: a grid's runs share their datasets, and a machine
+    whose network drops packets would otherwise wait out the timeout once per run."""
+    try:
+        from huggingface_hub import HfApi
+
+        return (HfApi().dataset_info if kind == "dataset" else HfApi().model_info)(repo_id, timeout=10).sha
+    except Exception:  # no network, unknown id, rate limit: the cache may still know
+        return None
 
 
 def revisions(tasks, model: dict | None = None) -> dict[str, str]:
