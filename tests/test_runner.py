@@ -90,6 +90,13 @@ def test_grid_runs_once_then_skips(micro_grid):
     assert rep.returncode == 0, rep.stderr
     assert (out / "index.html").exists() and (out / "report.pdf").read_bytes() == b"%PDF an earlier one"
     assert len(rep.stderr.splitlines()) == 1 and "apt-get install chromium libjs-mathjax" in rep.stderr
+    # the report's numbers link into a copy of the runs behind them, inside the report folder
+    copy = out / "runs" / "evaluate" / ev.id
+    lang, s = next(iter(json.loads((copy / "metrics.json").read_text())["scores"].items()))
+    assert f"{lang}: f1 {s['score']:.1f} (n={s['n_examples']})" in (copy / "notebook.html").read_text()
+    assert (copy / "metrics.json").read_bytes() == (runner.run_dir(ev) / "metrics.json").read_bytes()
+    assert f'href="runs/evaluate/{ev.id}/notebook.html"' in (out / "index.html").read_text()
+    assert not list((out / "runs").rglob("checkpoint"))
 
 
 def test_kill_during_training_then_rerun_finishes_without_redoing(micro_grid):

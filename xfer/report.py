@@ -450,7 +450,7 @@ def publish_runs(results_dir: str | Path, runs: str | Path | None = None) -> Pat
             dst.mkdir(parents=True)
             for name in ("params.json", "metrics.json"):
                 if (src / name).is_file():
-                    shutil.copy(src / name, dst / name)
+                    shutil.copyfile(src / name, dst / name)  # readable by a web server, as the report is
             if (src / "notebook.ipynb").is_file():
                 body, _ = exporter.from_notebook_node(nbformat.read(src / "notebook.ipynb", as_version=4))
                 (dst / "notebook.html").write_text(_page(f"{phase} run {rid}", body))
