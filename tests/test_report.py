@@ -10,11 +10,12 @@ import sys
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import papermill as pm
 import pytest
 from jupyter_client.kernelspec import KernelSpecManager
 
-from test_analysis import make_results, write_results
+from test_analysis import LANGS, make_results, write_results
 from xfer import report
 from xfer.paths import root
 
@@ -33,10 +34,18 @@ def rendered(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("report")
     results = make_results(inter_langs=("sw", "en"), slope_low={"sw": -2.0, "en": 0.0})
     results_dir = write_results(tmp / "results", results)
+    runs = tmp / "runs"  # each run's folder as the runner leaves it (the executed notebook and its record)
+    for col, phase in report.RUN_COLUMNS.items():
+        for rid in set(results[col]) - {""}:
+            (runs / phase / rid).mkdir(parents=True)
+            nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(f"# {phase} run {rid}")])
+            nbformat.write(nb, runs / phase / rid / "notebook.ipynb")
+            (runs / phase / rid / "metrics.json").write_text('{"scores": {}}')
+    report.publish_runs(results_dir, runs)
     executed = tmp / "04_report.ipynb"
     pm.execute_notebook(NOTEBOOK, executed, kernel_name="python3", parameters={"results_dir": str(results_dir)},
                         cwd=str(root()), progress_bar=False)
-    site = tmp / "site"
+    site = results_dir  # as `xfer report` does: the report beside its results and its runs/ copy
     try:
         report.render(executed, site)
         missing = None
@@ -74,10 +83,86 @@ def test_pdf_has_pages_and_the_question(rendered):
         pytest.skip(f"chromium not installed: {rendered['missing']}")
     pdf = rendered["site"] / "report.pdf"
     info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True, check=True).stdout
-    assert int(re.search(r"Pages:\s+(\d+)", info).group(1)) >= 1
+    pages = int(re.search(r"Pages:\s+(\d+)", info).group(1))
+    assert pages >= 2
     text = _text(subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True, check=True).stdout)
     assert report.QUESTION in text
     assert "not a scientific finding" in text
+    for n in range(1, pages + 1):  # every page numbered, by the print CSS's @page footer
+        page = subprocess.run(["pdftotext", "-f", str(n), "-l", str(n), str(pdf), "-"], capture_output=True,
+                              text=True, check=True).stdout
+        assert f"page {n} of {pages}" in _text(page)
+
+
+def test_bottom_line_comes_first_and_quotes_the_primary_table(rendered):
+    """Under the title, before any figure: the estimate, its CI and what it means, with the very
+    numbers of the primary test's table (Table 1)."""
+    html = (rendered["site"] / "index.html").read_text()
+    text = _text(re.sub(r"<[^>]+>", " ", html))
+    assert html.index("Estimate:") < html.index("<img") and html.index("Estimate:") < html.index("Research question")
+    assert html.index(report.TITLE) < html.index("Estimate:")
+    est = re.search(r"Estimate: udpos ([-+]\d+\.\d\d) points", text).group(1)
+    lo, hi = re.search(r"95 % CI: udpos ([-+]\d+\.\d\d) to ([-+]\d+\.\d\d)", text).groups()
+    assert re.search(r"Meaning: udpos: (larger|no effect|inconclusive)", text)
+    primary = _text(re.sub(r"<[^>]+>", " ", html[html.index("Table 1."):html.index("Figure 1.")]))
+    for field, value in (("slope", est), ("ci_low", lo), ("ci_high", hi)):
+        assert re.search(rf"{field} {float(value):.2f} ", primary), (field, value, primary)
+
+
+def test_figures_and_tables_are_numbered_with_captions_and_alt_text(rendered):
+    html = (rendered["site"] / "index.html").read_text()
+    figures = [int(n) for n in re.findall(r"<b>Figure (\d+)\.</b>", html)]
+    tables = [int(n) for n in re.findall(r"<b>Table (\d+)\.</b>", html)]
+    assert figures == list(range(1, len(figures) + 1)) and len(figures) >= 5
+    assert tables == list(range(1, len(tables) + 1)) and len(tables) >= 8
+    images = re.findall(r"<img[^>]*>", html)
+    assert len(images) == len(figures)
+    alts = [re.search(r'alt="([^"]*)"', img).group(1) for img in images]
+    assert all(len(a) > 40 and "No description" not in a for a in alts), alts
+    assert len(set(alts)) == len(alts)  # each says what its figure shows
+
+
+def test_per_language_numbers_link_to_their_runs_inside_the_report_folder(rendered):
+    """Every number of the per-language table is a relative link to the group of runs behind it in
+    runs/index.html, whose links open each run's notebook copied beside the report."""
+    site = rendered["site"]
+    html = (site / "index.html").read_text()
+    start = html.index("Baseline score (mean over seeds) and mean Δ per")
+    table = html[start:html.index("</table>", start)]
+    head = [h for h in re.findall(r"<th[^>]*>(.*?)</th>", table.split("</tr>")[0]) if h != "\xa0"]
+    first = head.index("baseline")  # the results; the columns before it describe the language (languages.csv)
+    rows = [re.findall(r"<td[^>]*>(.*?)</td>", r, flags=re.S) for r in table.split("</tr>")[2:-1]]
+    numbers = [c.strip() for r in rows for c in r[first:] if c.strip() != "–"]
+    assert len(rows) == len(LANGS) and len(numbers) == len(rows) * 7  # baseline and 6 corpora × sizes
+    assert all(re.fullmatch(r'<a href="runs/index.html#[^"]+">-?\d+\.\d\d</a>', c) for c in numbers), numbers
+    index = (site / "runs" / "index.html").read_text()
+    for href in set(re.findall(r'<a href="([^"]+)"', table)):
+        path, anchor = href.split("#")
+        assert not Path(path).is_absolute() and (site / path).is_file() and f'id="{anchor}"' in index, href
+    runs = re.findall(r'<a href="([^"]+)"', index)
+    assert len(runs) == 3 * (2 + 2 * 3 * 3)  # per seed: the baseline's eval + target, each corpus run's three
+    assert all((site / "runs" / r).is_file() for r in runs)
+    assert "eval-sw-1000-s1" in (site / "runs" / "evaluate" / "eval-sw-1000-s1" / "notebook.html").read_text()
+    start = html.index("The primary test, one row per target")
+    assert '<a href="runs/index.html#t-udpos">' in html[start:html.index("</table>", start)]
+
+
+def test_heatmap_cell_labels_print_at_7_pt_or_more():
+    """At most a page wide (so it prints at its own size), with a label in every cell at ≥ 7 pt,
+    for 37 evaluation languages as the cpu preset has."""
+    from test_analysis import make_results
+
+    from xfer import analysis, figures
+
+    langs = tuple(analysis.load_languages().index[:37])
+    deg = analysis.degradation(make_results(eval_langs=langs, inter_langs=("sw", "en"), sizes=(50, 150, 500)))
+    fig = figures.plot_heatmap(deg, "joshi_le2")
+    assert fig.get_figwidth() <= figures.PRINT_WIDTH and fig.get_figheight() <= figures.PRINT_HEIGHT + 0.5
+    ax = fig.axes[0]
+    cells = [t for t in ax.texts if re.fullmatch(r"-?\d+\.\d", t.get_text())]
+    assert len(cells) == np.isfinite(np.ma.filled(ax.images[0].get_array(), np.nan)).sum() > 37  # every cell
+    texts = cells + ax.get_xticklabels() + ax.get_yticklabels()
+    assert min(t.get_fontsize() for t in texts) >= 7
 
 
 def test_render_without_chromium_writes_html_keeps_old_pdf_and_says_how_to_add_it(rendered, tmp_path):

@@ -84,6 +84,9 @@ def test_grid_runs_once_then_skips(micro_grid):
     assert len(df) == 2 * 3 and set(df["eval_lang"]) == {"en", "yo", "wo"}
     assert set(df["inter_size"]) == {0, 60} and df["score"].between(0, 100).all()
     assert json.loads((out / "grid.json").read_text())["model"]["from_scratch"] is True
+    # local data and a scratch encoder: nothing from the hub, and the record says so (xfer.hub)
+    assert json.loads((out / "grid.json").read_text())["provenance"]["hub_revisions"] == {}
+    assert json.loads((runner.run_dir(ev) / "params.json").read_text())["hub_revisions"] == {}
     train = pd.read_csv(out / "training.csv").set_index("phase")
     assert list(train.index) == ["intermediate", "target", "target"]
     assert (train["steps"] == 4).all() and train["loss_start"].gt(0).all()
@@ -96,6 +99,13 @@ def test_grid_runs_once_then_skips(micro_grid):
     assert rep.returncode == 0, rep.stderr
     assert (out / "index.html").exists() and (out / "report.pdf").read_bytes() == b"%PDF an earlier one"
     assert len(rep.stderr.splitlines()) == 1 and "apt-get install chromium libjs-mathjax" in rep.stderr
+    # the report's numbers link into a copy of the runs behind them, inside the report folder
+    copy = out / "runs" / "evaluate" / ev.id
+    lang, s = next(iter(json.loads((copy / "metrics.json").read_text())["scores"].items()))
+    assert f"{lang}: f1 {s['score']:.1f} (n={s['n_examples']})" in (copy / "notebook.html").read_text()
+    assert (copy / "metrics.json").read_bytes() == (runner.run_dir(ev) / "metrics.json").read_bytes()
+    assert f'href="runs/evaluate/{ev.id}/notebook.html"' in (out / "index.html").read_text()
+    assert not list((out / "runs").rglob("checkpoint"))
 
 
 def test_kill_during_training_then_rerun_finishes_without_redoing(micro_grid):

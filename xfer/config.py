@@ -103,7 +103,7 @@ class ModelConfig(Strict):
     """Phase (i): where the pretrained encoder comes from, and the stated approximations."""
 
     source: Literal["hub", "local", "e5", "scratch"] = "hub"
-    name: Annotated[str, AfterValidator(plain_text)] = "xlm-roberta-large"  # hub id, local folder, or a label for scratch/e5
+    name: Annotated[str, AfterValidator(plain_text)] = "FacebookAI/xlm-roberta-large"  # hub id, local folder, or a label for scratch/e5
     scratch: ScratchConfig = ScratchConfig()
     trim_vocab: bool = False  # keep only embedding rows of token ids the study's data uses
     num_layers: Annotated[int | None, within(1, 1000)] = None  # keep the first k layers

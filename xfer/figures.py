@@ -13,6 +13,11 @@ from matplotlib.figure import Figure
 from xfer import analysis as A
 
 
+PRINT_WIDTH = 7.3  # inches: A4 less the report's print margins; a figure this wide prints at its own size
+PRINT_HEIGHT = 10.0  # inches of a page a figure may take
+LABEL_PT = 7  # the smallest font in a figure that prints at its own size
+
+
 def _empty(message: str) -> Figure:
     """A small figure that says why there is nothing to plot: the report still renders."""
     fig = Figure(figsize=(6, 1.2))
@@ -78,8 +83,10 @@ def plot_degradation(deg: pd.DataFrame, definition: str, target_task: str | None
 
 
 def plot_heatmap(deg: pd.DataFrame, definition: str) -> Figure:
-    """Mean delta (over seeds) for every target task × intermediate language × size (rows) and
-    evaluation language (columns, low-resource first, labelled in red)."""
+    """Mean delta (over seeds) for every target task × intermediate language × size and evaluation
+    language (low-resource first, labelled in red). The longer of the two goes down the page and
+    the figure is at most `PRINT_WIDTH` wide, so its 7 pt cell labels print at 7 pt; where cells
+    would be too narrow for a label, the per-language table has the numbers."""
     d = A._intermediate(deg)
     if d.empty:
         return _empty("No intermediate-training results to plot yet.")
@@ -89,24 +96,33 @@ def plot_heatmap(deg: pd.DataFrame, definition: str) -> Figure:
     rows = d.sort_values(["target_task", "inter_task", "inter_lang", "inter_size"])["row"].unique().tolist()
     m = d.pivot_table(index="row", columns="eval_lang", values="delta", aggfunc="mean").reindex(index=rows,
                                                                                              columns=langs)
-    fig = Figure(figsize=(max(5.0, 0.42 * len(langs) + 3.2), max(2.2, 0.38 * len(rows) + 1.6)), layout="constrained")
+    langs_down = len(langs) > len(rows)
+    if langs_down:
+        m = m.T
+    n_rows, n_cols = m.shape
+    margin = 2.9  # inches for the row labels, the colour bar and its label
+    cell_w = min(0.5, (PRINT_WIDTH - margin) / n_cols)
+    cell_h = max(0.13, min(0.24, (PRINT_HEIGHT - 2.2) / n_rows))
+    fig = Figure(figsize=(margin + cell_w * n_cols, 2.2 + cell_h * n_rows), layout="constrained")
     ax = fig.subplots()
     lim = np.nanmax(np.abs(m.to_numpy())) if np.isfinite(m.to_numpy()).any() else 1.0
     im = ax.imshow(m.to_numpy(float), cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
-    ax.set_xticks(range(len(langs)), langs, fontsize=8, rotation=90)
-    ax.set_yticks(range(len(rows)), rows, fontsize=8)
+    ax.set_xticks(range(n_cols), m.columns, fontsize=LABEL_PT, rotation=90)
+    ax.set_yticks(range(n_rows), m.index, fontsize=LABEL_PT)
     low = set(d.loc[A._low(d, definition), "eval_lang"])
-    for label in ax.get_xticklabels():
+    for label in (ax.get_yticklabels() if langs_down else ax.get_xticklabels()):
         if label.get_text() in low:
             label.set_color(A.LOW_COLOR)
             label.set_fontweight("bold")
-    if m.size <= 600:
+    if cell_w >= 0.36 and m.size <= 600:  # "-12.3" at 7 pt fits
         for (i, j), v in np.ndenumerate(m.to_numpy(float)):
             if np.isfinite(v):
-                ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=6,
+                ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=LABEL_PT,
                         color="white" if abs(v) > 0.6 * lim else "black")
-    fig.colorbar(im, ax=ax, label="mean Δ score (points)", shrink=0.8)
-    ax.set_title(f"Mean change vs. baseline (red labels: low-resource, '{definition}')", fontsize=10)
+    bar = fig.colorbar(im, ax=ax, shrink=0.8)
+    bar.set_label("mean Δ score (points)", fontsize=8)
+    bar.ax.tick_params(labelsize=LABEL_PT)
+    ax.set_title(f"Mean change vs. baseline (red labels: low-resource, '{definition}')", fontsize=9)
     return fig
 
 

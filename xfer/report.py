@@ -25,7 +25,8 @@ QUESTION = ("To what extent does the size of the non-English intermediate traini
 CHROMIUM = ("/usr/lib/chromium/chromium", "chromium", "chromium-browser")  # XFER_CHROMIUM names another
 LOCAL_MATHJAX = Path("/usr/share/javascript/mathjax/MathJax.js")
 PRINT_CSS = """<style>
-@page { size: A4; margin: 14mm 12mm; }
+@page { size: A4; margin: 14mm 12mm 16mm;
+  @bottom-center { content: "page " counter(page) " of " counter(pages); font: 8pt sans-serif; color: #555; } }
 @media print {
   body { font-size: 10.5pt; }
   h1 { font-size: 17pt; }
@@ -35,6 +36,9 @@ PRINT_CSS = """<style>
   .jp-RenderedHTMLCommon thead th { white-space: normal; overflow-wrap: break-word; }
   .jp-OutputArea-output { overflow: visible; }
   .jp-OutputArea-output img { max-width: 100%; height: auto; break-inside: avoid; }
+  figure { break-inside: avoid; }
+  .xfer-caption { break-after: avoid; }
+  a { color: inherit; text-decoration: none; }
 }
 </style>"""
 
@@ -42,14 +46,16 @@ PRINT_CSS = """<style>
 # ----------------------------------------------------------------------------- report text
 
 
+TITLE = "Intermediate-corpus size and zero-shot degradation on low-resource languages"
+
+
 def header(grid: dict, deg: pd.DataFrame, definition: str, results_dir: str | Path | None = None) -> str:
-    """First page: the question, the model and the data behind the numbers, every approximation,
-    and whether the analysis plan is the one registered before the runs, so that no figure can be
-    read without them."""
+    """First page, under the title and the bottom line: the question, the model and the data behind
+    the numbers, every approximation, and whether the analysis plan is the one registered before
+    the runs, so that no figure can be read without them."""
     model = grid.get("model", {})
     name = model.get("name", "unknown model")
-    lines = ["# Intermediate-corpus size and zero-shot degradation on low-resource languages",
-             f"**Research question.** {QUESTION}",
+    lines = [f"**Research question.** {QUESTION}",
              f"**Grid** `{grid.get('name', '?')}` · created {grid.get('provenance', {}).get('created', 'unknown')} "
              f"· low-resource = `{definition}`: {DEFINITIONS.get(definition, '?')} (the other definitions are a "
              f"sensitivity analysis below).",
@@ -232,6 +238,10 @@ def provenance(grid: dict) -> str:
              f"- created: {prov.get('created', 'unknown')}",
              "- runs: " + (", ".join(f"{k} {v}" for k, v in runs.items()) or "unknown"),
              "- packages: " + (", ".join(f"{k} {v}" for k, v in sorted(packages.items())) or "not recorded")]
+    hub = prov.get("hub_revisions") or {}
+    if hub:
+        lines += ["", "| from the hub | revision |", "|---|---|"]
+        lines += [f"| `{k}` | `{v}` |" for k, v in sorted(hub.items())]
     if checksums:
         lines += ["", "| data file | sha256 |", "|---|---|"]
         lines += [f"| `{f}` | `{h}` |" for f, h in sorted(checksums.items())]
@@ -247,20 +257,36 @@ def runs_table(results: pd.DataFrame) -> pd.DataFrame:
             .reset_index(drop=True))
 
 
-def table(df: pd.DataFrame, collapse: bool = True):
+class _Link:
+    """A table cell that links to the runs behind it (`links` of `table`)."""
+
+    def __init__(self, value, href: str):
+        self.value, self.href = value, href
+
+    def __str__(self):
+        return f"{self.value} {self.href}"
+
+
+def table(df: pd.DataFrame, collapse: bool = True, links=None, caption: str = ""):
     """A DataFrame as the report prints it. With `collapse`, columns (and index levels) that hold
     one value in every row go into a line above the table, so wide statistics tables fit a page,
     and a single row is shown as a list of fields.
     p-values in two significant digits, other numbers in two decimals, missing values as a dash,
-    long notes wrapped."""
+    long notes wrapped. `links(row, column)` gives the relative link of a number's runs (or None);
+    `caption` goes above the table ("Table 2. …", see `Numbering`)."""
     from IPython.display import HTML
 
     df = df.copy()
+    if links is not None:
+        for col in df.columns:
+            df[col] = [_Link(v, href) if (href := links(df.iloc[i], col)) else v
+                       for i, v in enumerate(df[col].astype(object))]
+    cap = f'<p class="xfer-caption" style="margin: 0.8em 0 0.3em">{caption}</p>' if caption else ""
     if collapse and len(df) == 1:  # one row reads better as a list of fields than as a very wide row
         row = df.iloc[0] if isinstance(df.index, pd.RangeIndex) else df.reset_index().iloc[0]
         pairs = pd.DataFrame([(html.escape(str(c)), _cell(str(c), v)) for c, v in row.items() if str(v) != ""],
                              columns=["", "value"])
-        return HTML(pairs.style.hide(axis="index").set_properties(**{"text-align": "left"}).to_html())
+        return HTML(cap + pairs.style.hide(axis="index").set_properties(**{"text-align": "left"}).to_html())
     shared = []
     if collapse and len(df) > 1:
         for col in [c for c in df.columns if df[c].astype(str).nunique(dropna=False) == 1]:
@@ -298,10 +324,16 @@ def table(df: pd.DataFrame, collapse: bool = True):
     small = '<p style="font-size: 85%; margin: 0.2em 0">'
     head = f'{small}In every row: {" · ".join(shared)}</p>' if shared else ""
     foot = "".join(f"{small}{html.escape(f)}</p>" for f in footnotes)
-    return HTML(head + styler.to_html() + foot)
+    return HTML(cap + head + styler.to_html() + foot)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and np.isfinite(v)
 
 
 def _cell(col: str, v) -> str:
+    if isinstance(v, _Link):
+        return f'<a href="{html.escape(v.href)}">{_cell(col, v.value)}</a>'
     if v is None or v is pd.NA or (isinstance(v, float) and not np.isfinite(v)):
         return "–"
     if isinstance(v, (float, np.floating)):
@@ -309,16 +341,158 @@ def _cell(col: str, v) -> str:
     return html.escape(str(v))
 
 
-def figure(fig, dpi: int = 144):
-    """A matplotlib Figure as a PNG the notebook shows: sharp in the PDF (rendered at `dpi`) and laid
-    out at 72 px per inch, without touching matplotlib's backend or pyplot's global state."""
+def figure(fig, caption: str = "", alt: str = "", dpi: int = 144):
+    """A matplotlib Figure as an embedded PNG with its alt text and caption: sharp in the PDF
+    (rendered at `dpi`), laid out at its own size in inches (so a font of 7 pt prints at 7 pt on
+    a figure no wider than the page, `figures.PRINT_WIDTH`), without touching matplotlib's backend
+    or pyplot's global state. The image is HTML, not an image output, because nbconvert would give
+    it the alt text "No description has been provided"."""
+    import base64
     from io import BytesIO
 
-    from IPython.display import Image
+    from IPython.display import HTML
 
+    if not (alt or caption).strip():
+        raise ValueError("figure: alt text (or a caption) is required; allowed: a sentence saying what it shows")
     buf = BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
-    return Image(data=buf.getvalue(), format="png", width=int(fig.get_figwidth() * 72))
+    width = buf.getvalue()[16:20]  # the PNG header's width in pixels, after bbox_inches="tight"
+    inches = int.from_bytes(width, "big") / dpi
+    data = base64.b64encode(buf.getvalue()).decode()
+    text = html.escape(_plain(alt or caption))
+    cap = f"<figcaption>{caption}</figcaption>" if caption else ""
+    return HTML(f'<figure style="margin: 0.8em 0"><img src="data:image/png;base64,{data}" alt="{text}" '
+                f'style="width: {inches:.2f}in; max-width: 100%; height: auto">{cap}</figure>')
+
+
+def _plain(text: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", text)).strip()
+
+
+class Numbering:
+    """Figure and table numbers in the order the report shows them ("Figure 1. …", "Table 2. …")."""
+
+    def __init__(self):
+        self.figures = self.tables = 0
+
+    def figure(self, fig, caption: str, alt: str):
+        self.figures += 1
+        return figure(fig, f"<b>Figure {self.figures}.</b> {_code(caption)}", alt)
+
+    def table(self, df: pd.DataFrame, caption: str, collapse: bool = True, links=None):
+        self.tables += 1
+        return table(df, collapse, links, f"<b>Table {self.tables}.</b> {_code(caption)}")
+
+
+def _code(text: str) -> str:
+    """A caption's text as HTML, `names` in code type as in the notebook's Markdown."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text, quote=False))
+
+
+# ----------------------------------------------------------------------------- the runs behind the numbers
+
+
+def anchor(target_task: str, label: str = "") -> str:
+    """The id of a group of runs in `runs/index.html`: a target (all its runs), or within it
+    "baseline" or "<corpus language> <size>" as the per-language table labels its columns."""
+    return "t-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{target_task} {label}".strip())
+
+
+def by_target(row: pd.Series, col) -> str | None:
+    """`links` for a table with a `target_task` column: every number to its target's runs."""
+    return f"runs/index.html#{anchor(row['target_task'])}" if _is_number(row[col]) and "target_task" in row.index \
+        else None
+
+
+def by_cell(row: pd.Series, col) -> str | None:
+    """`links` for `analysis.per_language_table` (index target task × language): the baseline
+    column to the baseline runs, a "Δ <language> <size>" column to that corpus's runs."""
+    target = row.name[0]
+    if not _is_number(row[col]):
+        return None
+    if col == "baseline":
+        return f"runs/index.html#{anchor(target, 'baseline')}"
+    return f"runs/index.html#{anchor(target, col[2:])}" if str(col).startswith("Δ ") else None
+
+
+RUN_COLUMNS = {"eval_run": "evaluate", "target_run": "target", "intermediate_run": "intermediate"}
+
+
+def by_run(row: pd.Series, col) -> str | None:
+    """`links` for a table of run ids (`runs_table`): each id to its run's notebook."""
+    return f"runs/{RUN_COLUMNS[col]}/{row[col]}/notebook.html" if col in RUN_COLUMNS and row[col] else None
+
+
+def publish_runs(results_dir: str | Path, runs: str | Path | None = None) -> Path:
+    """`<results_dir>/runs/`: a copy of what the report's numbers come from, so the folder can be
+    published as it is: per run behind results.csv (evaluation, target and intermediate) its
+    params.json, metrics.json and its executed notebook rendered to HTML (no checkpoint), and
+    `runs/index.html`, which lists the runs per target and per table column (`anchor`) with
+    links to them. Replaces an older copy whole."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    from xfer.analysis import load_results
+    from xfer.paths import replace_dir, runs_dir
+
+    results_dir = root() / results_dir  # an absolute one stays as it is
+    runs = Path(runs or runs_dir())
+    results, _ = load_results(results_dir)
+    tmp = results_dir / ".runs.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    exporter = HTMLExporter(template_name="basic")
+    have = set()
+    for col, phase in RUN_COLUMNS.items():
+        for rid in sorted(set(results[col]) - {""}):
+            src, dst = runs / phase / rid, tmp / phase / rid
+            if not src.is_dir():
+                continue
+            dst.mkdir(parents=True)
+            for name in ("params.json", "metrics.json"):
+                if (src / name).is_file():
+                    shutil.copyfile(src / name, dst / name)  # readable by a web server, as the report is
+            if (src / "notebook.ipynb").is_file():
+                body, _ = exporter.from_notebook_node(nbformat.read(src / "notebook.ipynb", as_version=4))
+                (dst / "notebook.html").write_text(_page(f"{phase} run {rid}", body))
+                have.add(f"{phase}/{rid}")
+    tmp.mkdir(exist_ok=True)
+    (tmp / "index.html").write_text(_runs_index(results, have))
+    replace_dir(tmp, results_dir / "runs")
+    return results_dir / "runs"
+
+
+def _page(title: str, body: str) -> str:
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+            '<style>body{font-family:sans-serif;max-width:70em;margin:1em auto;padding:0 1em} '
+            'table{border-collapse:collapse} td,th{padding:0.2em 0.6em;border-bottom:1px solid #ddd;text-align:left} '
+            f'pre{{overflow-x:auto}}</style></head><body>\n{body}\n</body></html>\n')
+
+
+def _runs_index(results: pd.DataFrame, have: set) -> str:
+    """The runs behind every number: per target, per baseline / corpus language × size, one row a seed."""
+    def cell(phase: str, rid: str) -> str:
+        if not rid:
+            return "–"
+        name = html.escape(rid)
+        return f'<a href="{phase}/{name}/notebook.html">{name}</a>' if f"{phase}/{rid}" in have else name
+
+    out = [f"<h1>Runs behind the report's numbers</h1><p>{results['eval_run'].nunique()} evaluation runs. "
+           "Each links to its executed notebook; params.json and metrics.json lie beside it.</p>"]
+    cols = list(RUN_COLUMNS)
+    for target, t in results.groupby("target_task", sort=True):
+        out.append(f'<h2 id="{anchor(target)}">{html.escape(target)}</h2>')
+        t = t.assign(label=[("baseline" if int(n) == 0 else f"{lang} {fmt_size(n)}")
+                            for lang, n in zip(t["inter_lang"], t["inter_size"])])
+        for label, g in sorted(t.groupby("label"), key=lambda kv: (kv[0] != "baseline", _natural(kv[0]))):
+            rows = g.drop_duplicates(cols).sort_values(["inter_task", "seed"])
+            out.append(f'<h3 id="{anchor(target, label)}">{html.escape(target)} · {html.escape(label)}</h3>'
+                       "<table><tr><th>intermediate task</th><th>seed</th><th>evaluation run</th><th>target run</th>"
+                       "<th>intermediate run</th></tr>")
+            out += [f"<tr><td>{html.escape(str(r['inter_task']))}</td><td>{r['seed']}</td>"
+                    + "".join(f"<td>{cell(RUN_COLUMNS[c], r[c])}</td>" for c in cols) + "</tr>"
+                    for _, r in rows.iterrows()]
+            out.append("</table>")
+    return _page("Runs behind the report", "\n".join(out))
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -345,8 +519,9 @@ def render(notebook: Path, out_dir: Path) -> dict[str, Path]:
     pdf.unlink(missing_ok=True)  # chromium is here: never leave a PDF of an older run beside the new HTML
     with tempfile.TemporaryDirectory(prefix="xfer-pdf-") as tmp:
         page = Path(tmp) / "report.html"
+        base = f'<base href="{out_dir.resolve().as_uri()}/">'  # the PDF's links open the report folder's runs/
         page.write_text(_html(nb, f"{LOCAL_MATHJAX.as_uri()}?config=TeX-AMS_SVG-full,Safe")
-                        .replace("</head>", PRINT_CSS + "</head>", 1))
+                        .replace("</head>", base + PRINT_CSS + "</head>", 1))
         printed = Path(tmp) / "report.pdf"
         cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",

@@ -34,6 +34,7 @@ from filelock import FileLock, Timeout
 from xfer import record
 from xfer.config import ConfigError, Grid, ModelConfig, Run, TargetConfig, expand, load_grid, split_overrides
 from xfer.data import read_checked
+from xfer.hub import revisions
 from xfer.paths import data_dir, from_runs, read_json, root, runs_dir, to_runs, write_json
 from xfer.tasks import TASKS, get_task
 from xfer.tasks.base import DataError
@@ -319,7 +320,9 @@ def prepare_pretrained(grid: Grid, run: Run) -> None:
     folder = run_dir(run)
     model = ModelConfig(**run.params["model"])  # the run's own: the control differs from grid.model
     ckpt, kept = prepare(model, folder / "checkpoint", partial(data_token_ids, run.params["data"]["files"]))
-    record.write_metrics(folder, {"checkpoint": to_runs(ckpt), "kept_token_ids": kept}, artefacts=("checkpoint",))
+    hub = revisions({f[0] for f in run.params["data"]["files"]}, run.params["model"])  # the grid's hub reads
+    record.write_metrics(folder, {"checkpoint": to_runs(ckpt), "kept_token_ids": kept, "hub_revisions": hub},
+                         artefacts=("checkpoint",))
 
 
 def execute(run: Run, upstream: str, log=None) -> None:
@@ -330,8 +333,10 @@ def execute(run: Run, upstream: str, log=None) -> None:
     import papermill as pm
 
     folder = run_dir(run)
+    tasks = [run.params["task"]] + ([run.params["select_task"]] if "select_task" in run.params else [])
     write_json(folder / "params.json", {"phase": run.phase, "id": run.id, "upstream": run.upstream,
-                                        "upstream_checkpoint": to_runs(upstream), "params": run.params})
+                                        "upstream_checkpoint": to_runs(upstream), "params": run.params,
+                                        "hub_revisions": revisions(tasks)})  # outside params: not in the run id
     tmp = folder / ".notebook.partial.ipynb"
     try:
         pm.execute_notebook(
@@ -523,7 +528,7 @@ def describe_model(grid: Grid) -> dict:
     else:
         desc = f"{m.name} ({m.source})"
     return {"source": m.source, "name": m.name, "description": desc,
-            "stand_in": not m.name.startswith("xlm-roberta") or m.source in ("scratch", "e5"),
+            "stand_in": not m.name.split("/")[-1].startswith("xlm-roberta") or m.source in ("scratch", "e5"),
             "from_scratch": m.source == "scratch", "approximations": m.approximations()}
 
 
@@ -631,9 +636,17 @@ def collect(path: str | Path, overrides: list[str] = ()) -> Path:
         "low_resource": {"definition": grid.low_resource},
         "analysis": analysis_plan(grid),
         "runs": {p: len(runs[p]) for p in PHASES}, "failures": failures,
-        "provenance": provenance(runs["pretrained"][0].params["data"]["checksums"]),
+        "provenance": {**provenance(runs["pretrained"][0].params["data"]["checksums"]),
+                       "hub_revisions": _hub_revisions(runs["pretrained"][0])},
     })
     return out
+
+
+def _hub_revisions(pretrained: Run) -> dict:
+    """The hub revisions the grid's first run recorded when it ran; asked again for an older run."""
+    recorded = read_json(run_dir(pretrained) / "metrics.json").get("hub_revisions") if is_done(pretrained) else None
+    return recorded if recorded is not None else revisions({f[0] for f in pretrained.params["data"]["files"]},
+                                                           pretrained.params["model"])
 
 
 def provenance(checksums: dict) -> dict:
@@ -663,11 +676,12 @@ def provenance(checksums: dict) -> dict:
 def report(path: str | Path, overrides: list[str] = ()) -> Path:
     import papermill as pm
 
-    from xfer.report import render
+    from xfer.report import publish_runs, render
 
     out = collect(path, overrides)
     if (out / "results.csv").read_text().count("\n") < 2:  # no row under the header (or no header)
         raise NoResults("no results yet: run `make run` (or `xfer run <params>`) first")
+    publish_runs(out)  # <report_dir>/runs/: the notebooks the report's numbers link to
     nb = out / "report.ipynb"
     with RunLog(out) as log:  # the kernel's own warnings go to <report_dir>/log.txt, not the terminal
         pm.execute_notebook(str(root() / "notebooks" / "04_report.ipynb"), str(nb),

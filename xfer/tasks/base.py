@@ -5,7 +5,6 @@ from __future__ import annotations
 import glob
 import io
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,7 +140,6 @@ class Task:
     def read_hub(self, lang: str, split: str) -> list[dict]:
         import datasets
 
-        os.environ.setdefault("HF_DATASETS_TRUST_REMOTE_CODE", "1")
         config = self.hub_config.format(lang=lang, split=split, name=language_name(lang))
         ds = datasets.load_dataset(self.hub_id, config, split=self.hub_split(split))
         return [self.from_hub(row) for row in ds]

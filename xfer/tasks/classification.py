@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 import warnings
 from dataclasses import dataclass
@@ -143,7 +142,6 @@ class FileTask(Task):
         import datasets
 
         self.check_language(lang)
-        os.environ.setdefault("HF_DATASETS_TRUST_REMOTE_CODE", "1")
         name = language_name(lang) if "{name}" in self.hub_config else lang
         config = self.hub_config.format(lang=lang, split=split, name=name) or None  # "" = the only one
         ds = datasets.load_dataset(self.hub_id, config, split=self.hub_split(split))
