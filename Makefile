@@ -74,7 +74,11 @@ setup: .venv/.installed
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
-	-git rev-parse --git-dir >/dev/null 2>&1 && .venv/bin/nbstripout --install  # outputs never reach a commit
+	# outputs never reach a commit: nbstripout as a git filter, by a path relative to the checkout so
+	# every worktree's filter is its own venv's (nbstripout --install writes an absolute one)
+	-git rev-parse --git-dir >/dev/null 2>&1 && git config filter.nbstripout.clean '.venv/bin/python -m nbstripout' \
+	  && git config filter.nbstripout.smudge cat && git config filter.nbstripout.required true \
+	  && git config diff.ipynb.textconv '.venv/bin/python -m nbstripout -t'
 	touch $@
 
 clean-runs:
