@@ -6,10 +6,12 @@
 #   make run    [PARAMS=...] [EXECUTOR=slurm] [DETACH=1] [JOBS=N]   run what is not done, here (N at once) or on Slurm
 #   make status [PARAMS=...]             done / running / pending / failed per phase (Slurm job ids)
 #   make fetch  [PARAMS=...]             download a grid's hub datasets and model (e.g. on a login node)
+#   make tensorboard [PARAMS=...]        TensorBoard on the grid's training curves (http://localhost:6006)
 #   make test                            the test suite (real data from ../shared, tiny models)
 #   make model                           convert the offline mE5-small checkpoint (once per machine)
 #   make data                            unpack ../shared/data into data/raw (if XFER_DATA_DIR is unset)
-#   make bench                           speed figures as JSON in bench/
+#   make bench                           speed figures as JSON in bench/ (loops compared in turns)
+#   make gpu-check                       on a GPU: bench + demo.yaml's first seed within 10 min, bench/gpu-check.json
 #   make carry  [PARAMS=...]             pack data + 4-bit model rows for a lent GPU (<= 64 MiB) in .carry/
 #   make lab                             JupyterLab on the notebooks
 
@@ -31,7 +33,7 @@ ifeq ($(XFER_DATA_DIR),)
   endif
 endif
 
-.PHONY: report plan run status fetch test model data bench carry lab clean-runs setup
+.PHONY: report plan run status fetch tensorboard test model data bench gpu-check carry lab clean-runs setup
 report: setup $(DATA)
 	$(PY) -m xfer.runner all "$$XFER_PARAMS"
 
@@ -47,6 +49,9 @@ status: setup $(DATA)
 fetch: setup
 	$(PY) -m xfer.runner fetch "$$XFER_PARAMS"
 
+tensorboard: setup $(DATA)
+	$(PY) -m xfer.runner tensorboard "$$XFER_PARAMS"
+
 test: setup $(DATA)
 	$(PY) -m pytest -q tests
 
@@ -57,7 +62,10 @@ carry: setup $(DATA)
 	$(PY) -m xfer.carry pack "$$XFER_PARAMS" .carry
 
 bench: setup $(DATA)
-	$(PY) -m xfer.bench
+	$(PY) -m xfer.bench --params params/cpu.yaml
+
+gpu-check: setup $(DATA)
+	$(PY) -m xfer.bench --gpu-check --params params/demo.yaml --budget 600
 
 lab: setup $(DATA)
 	.venv/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/

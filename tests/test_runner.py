@@ -37,6 +37,34 @@ def _kernels_of(runner_pid: int) -> list[str]:
     return [p for p in found if f"XFER_RUNNER_PID={runner_pid}\0" in _cmdline_env(p)]
 
 
+def _serves_the_curves(path, runs) -> None:
+    """`xfer tensorboard` (a real TensorBoard) lists the grid's training runs and their loss."""
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    tb = subprocess.Popen([sys.executable, "-m", "xfer.runner", "tensorboard", str(path)], cwd=root(),
+                          env={**os.environ, "XFER_TB_PORT": str(port)}, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                          text=True)
+    try:
+        assert f"http://localhost:{port}/" in tb.stdout.readline()
+        expected = {f"{r.phase}/{r.id}" for r in runs["intermediate"] + runs["target"]}
+        deadline, tags = time.time() + 120, {}
+        while time.time() < deadline and set(tags) != expected:
+            try:
+                with urllib.request.urlopen(f"http://localhost:{port}/data/plugin/scalars/tags", timeout=5) as r:
+                    tags = {k.removesuffix("/."): v for k, v in json.load(r).items()}  # "/.": the run's own folder
+            except OSError:
+                time.sleep(1)
+        assert set(tags) == expected, tags
+        assert all("train/loss" in t for t in tags.values())
+    finally:
+        tb.kill()
+        tb.wait()
+
+
 def test_grid_runs_once_then_skips(micro_grid):
     path = micro_grid()
     # as a user runs it, so the terminal is the one a user sees: per run a start line (grid progress,
@@ -91,6 +119,11 @@ def test_grid_runs_once_then_skips(micro_grid):
     assert list(train.index) == ["intermediate", "target", "target"]
     assert (train["steps"] == 4).all() and train["loss_start"].gt(0).all()
     assert sorted(train.loc["target", "upstream"]) == ["panx-sw-60", "pretrained"]
+    # every training run logs its curve per step: train_log.csv, and TensorBoard serves the grid's
+    for run in runs["intermediate"] + runs["target"]:
+        rows = pd.read_csv(runner.run_dir(run) / "train_log.csv")
+        assert list(rows["step"]) == [1, 2, 3, 4] and rows[["loss", "lr", "grad_norm"]].gt(0).all().all()
+    _serves_the_curves(path, runs)
     # `xfer report` without chromium: exit 0, the HTML, the earlier PDF kept, one line of advice
     # and nothing else on stderr (the report kernel's warnings go to <report_dir>/log.txt)
     (out / "report.pdf").write_bytes(b"%PDF an earlier one")

@@ -416,6 +416,46 @@ def table(r: dict) -> str:
     return "\n".join(lines)
 
 
+def gpu_check(out_dir: Path, params: Path, budget_s: float = 600) -> dict:
+    """`make gpu-check`, for the first GPU at hand: the CUDA bench, then the given preset's first seed
+    (`xfer run --set seeds=[first]`) for what is left of `budget_s`; one JSON of figures,
+    `bench/gpu-check.json`, says how far the grid got and at what speed."""
+    import os
+    import subprocess
+    import sys
+
+    import torch
+
+    from xfer.paths import root, write_json
+    from xfer.runner import is_done, plan
+
+    if not torch.cuda.is_available():
+        raise SystemExit("gpu-check: no CUDA device here; `make bench` measures this machine's CPU")
+    t0 = time.perf_counter()
+    bench = run(params, out_dir)
+    grid, _ = plan(params)
+    seed = [f"seeds=[{grid.seeds[0]}]"]
+    left = max(60.0, budget_s - (time.perf_counter() - t0))
+    t1 = time.perf_counter()
+    try:
+        rc = subprocess.run([sys.executable, "-m", "xfer.runner", "run", str(params), "--set", seed[0]], cwd=root(),
+                            timeout=left, env={**os.environ, "XFER_JOBS": "1"}).returncode
+    except subprocess.TimeoutExpired:
+        rc = "timed out"
+    _, runs = plan(params, seed)
+    done = {phase: [sum(is_done(r) for r in rs), len(rs)] for phase, rs in runs.items()}
+    result = {"device": bench["device"], "bench": {k: bench[k] for k in ("train_samples_per_second", "ratios", "mfu",
+                                                                         "model_tflops_per_second")},
+              "grid": {"params": str(params), "seed": grid.seeds[0], "seconds": round(time.perf_counter() - t1),
+                       "exit": rc, "done_of_total": done,
+                       "finished": all(d == n for d, n in done.values())},
+              "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    write_json(out_dir / "gpu-check.json", result)
+    print(f"wrote {out_dir / 'gpu-check.json'}: xfer/xtreme-style × {bench['ratios']['xfer/xtreme_style']:.2f}, "
+          f"grid {'finished' if result['grid']['finished'] else 'not finished'} in {result['grid']['seconds']} s")
+    return result
+
+
 def main(argv=None) -> int:
     from xfer.paths import root
 
@@ -424,8 +464,14 @@ def main(argv=None) -> int:
                     help="the study whose data the vocabulary is trimmed to")
     ap.add_argument("--out", default=str(root() / "bench"))
     ap.add_argument("--steps", type=int, default=STEPS, help="timed steps per loop (after %d warm-up steps)" % WARMUP)
+    ap.add_argument("--gpu-check", action="store_true",
+                    help="on a GPU: the bench, then --params' first seed within --budget seconds in all; one JSON")
+    ap.add_argument("--budget", type=float, default=600)
     args = ap.parse_args(argv)
-    run(args.params, Path(args.out), args.steps)
+    if args.gpu_check:
+        gpu_check(Path(args.out), Path(args.params), args.budget)
+    else:
+        run(args.params, Path(args.out), args.steps)
     return 0
 
 

@@ -706,6 +706,7 @@ EXAMPLES = """examples:
   xfer all params/cpu.yaml --set seeds=[1]             run what is not done, then render the report
   xfer run params/study.yaml --executor slurm          submit to Slurm and wait (--detach: return at once)
   xfer status params/study.yaml                        done / running / pending / failed per phase
+  xfer tensorboard params/cpu.yaml                     TensorBoard on the grid's training curves
   XFER_DATA_DIR=hub xfer fetch params/study.yaml       download a grid's hub datasets and model (login node)"""
 
 
@@ -720,6 +721,13 @@ def status_table(grid: Grid, runs: dict[str, list[Run]]) -> str:
         lines.append(f"  {phase:<12} {len(done):>5} {len(bad):>7} {len(runs[phase]) - len(done) - len(bad):>7}")
     lines += [f"  failed: {p} {r.id}: {run_dir(r) / 'notebook.ipynb'}" for p, r in failed]
     return "\n".join(lines)
+
+
+def tensorboard_logdirs(runs: dict[str, list[Run]]) -> str:
+    """TensorBoard's --logdir_spec for a grid: each training run's `tb/` under the name
+    `<phase>/<run id>`, so a grid's curves sit side by side and no other grid's appear."""
+    return ",".join(f"{phase}/{r.id}:{run_dir(r) / 'tb'}" for phase in ("intermediate", "target")
+                    for r in runs[phase] if (run_dir(r) / "tb").is_dir())
 
 
 def fetch(grid: Grid, runs: dict[str, list[Run]]) -> None:
@@ -741,9 +749,10 @@ def fetch(grid: Grid, runs: dict[str, list[Run]]) -> None:
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="xfer", description=__doc__.split("\n\n")[0], epilog=EXAMPLES,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=["plan", "run", "report", "all", "status", "fetch"],
+    ap.add_argument("command", choices=["plan", "run", "report", "all", "status", "fetch", "tensorboard"],
                     help="plan: validate and print; run: execute what is not done; report: render; all: run then "
-                         "report; status: progress per phase; fetch: download hub data and model")
+                         "report; status: progress per phase; fetch: download hub data and model; tensorboard: "
+                         "serve the grid's training curves (port XFER_TB_PORT, default 6006)")
     ap.add_argument("params", help="a params/*.yaml grid")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a setting, e.g. --set intermediate.sizes=[0,100] --set seeds=[1] (YAML values); "
@@ -773,6 +782,15 @@ def main(argv=None):
 
         print(cluster.describe(cluster.status(args.params, args.overrides)) if slurm else status_table(grid, runs))
         return 0
+    if args.command == "tensorboard":
+        logdirs = tensorboard_logdirs(runs)
+        if not logdirs:
+            print(f"no training curves yet for grid {grid.name}: run `make run PARAMS={args.params}`", file=sys.stderr)
+            return 1
+        port = os.environ.get("XFER_TB_PORT", "6006")
+        print(f"TensorBoard for grid {grid.name} ({logdirs.count(',') + 1} runs): http://localhost:{port}/", flush=True)
+        os.execv(sys.executable, [sys.executable, "-m", "tensorboard.main", "--logdir_spec", logdirs,
+                                  "--port", port, "--bind_all" if os.environ.get("XFER_TB_BIND_ALL") else "--host=localhost"])
     print(summary(grid, runs), flush=True)
     if args.command == "fetch":
         fetch(grid, runs)
