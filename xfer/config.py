@@ -274,7 +274,7 @@ class ExecutorConfig(Strict):
     kind: Literal["local", "slurm"] = "local"
     # local runs at once, each with cores // jobs torch threads (XFER_THREADS overrides). "auto": one
     # on a GPU machine (runs share one device), else one per core up to 4: on 2 cores two single-
-    # threaded runs did twice the work of one run on both (`make bench`, threads_measurement)
+    # threaded runs did 1.4x (idle machine) to 2x (loaded) the work of one run on both (`make bench`)
     jobs: int | Literal["auto"] = Field("auto", description="local runs at once: a whole number 1-64, or auto")
     slurm: SlurmResources = SlurmResources()
     phases: dict[Literal["pretrained", "intermediate", "target", "evaluate"], dict] = {}
