@@ -423,7 +423,7 @@ def run_grid(path: str | Path, phases=PHASES, overrides: list[str] = (), jobs: i
                     continue
                 args = (grid, run, by_id, label, run.id in feeds,
                         progress(counts["done"] + counts["ran"] + counts["failed"] + counts["skipped"], total,
-                                 started, took, left))
+                                 started, took, left, jobs))
                 if pool is None:
                     t = time.time()
                     finish(i, phase, run, t, *take(*args))
@@ -457,16 +457,17 @@ def die_with_parent() -> None:
         pass
 
 
-def progress(finished: int, total: int, started: float, took: dict, left: dict) -> str:
+def progress(finished: int, total: int, started: float, took: dict, left: dict, jobs: int = 1) -> str:
     """' · 3/6 finished, 0:01:10 elapsed, ETA 0:02:20': the runs still to run (this one included)
-    times the mean duration measured so far in their phase (in any phase until theirs has one)."""
+    times the mean duration measured so far in their phase (in any phase until theirs has one),
+    shared among the `jobs` runs that go at once."""
     def hms(s: float) -> str:
         return f"{s // 3600:.0f}:{s % 3600 // 60:02.0f}:{s % 60:02.0f}"
 
     line = f" · {finished}/{total} finished, {hms(time.time() - started)} elapsed"
     every = [s for v in took.values() for s in v]
     if every:
-        line += f", ETA {hms(sum(n * sum(took.get(p, every)) / len(took.get(p, every)) for p, n in left.items()))}"
+        line += f", ETA {hms(sum(n * sum(took.get(p, every)) / len(took.get(p, every)) for p, n in left.items()) / jobs)}"
     return line
 
 
