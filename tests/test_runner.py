@@ -68,7 +68,7 @@ def _serves_the_curves(path, runs) -> None:
 def test_grid_runs_once_then_skips(micro_grid):
     path = micro_grid()
     # as a user runs it, so the terminal is the one a user sees: per run a start line (grid progress,
-    # an ETA once a duration is known) and an end line, the scores as they come; the rest (kernel
+    # an ETA once a duration is known) and an end line, one line of scores per evaluation run; the rest (kernel
     # warnings, load reports, bars) in the run's log.txt
     # two runs at once (`-j 2`), each in a worker process of its own with one torch thread
     proc = subprocess.run([sys.executable, "-m", "xfer.runner", "run", str(path), "-j", "2"], cwd=root(),
@@ -98,8 +98,10 @@ def test_grid_runs_once_then_skips(micro_grid):
         if run.phase == "evaluate":
             scores = json.loads((runner.run_dir(run) / "metrics.json").read_text())["scores"]
             for lang, s in scores.items():
-                line = f"{lang}: f1 {s['score']:.1f} (n={s['n_examples']})"
-                assert line in log and f"    {line}" in terminal
+                assert f"{lang}: f1 {s['score']:.1f} (n={s['n_examples']})" in log
+            # the terminal: one line of the run's scores, every language in it
+            assert f"    {run.id} f1: " + ", ".join(f"{lang} {scores[lang]['score']:.1f}"
+                                             for lang in run.params["languages"]) in terminal
     ev = runs["evaluate"][0]
     nb = json.loads((runner.run_dir(ev) / "notebook.ipynb").read_text())
     assert any("injected-parameters" in c["metadata"].get("tags", []) for c in nb["cells"])

@@ -247,12 +247,14 @@ class RunLog:
     """`<run folder>/log.txt`, written as the run goes (`tail -f` it): the notebook's stdout and
     stderr (papermill's stdout_file/stderr_file) and, while open, everything on this process's
     stderr file descriptor, so the kernel it starts and the libraries' bars, load reports and
-    warnings too. The terminal gets only the per-language score lines (xfer/evaluate.py)."""
+    warnings too. The terminal gets one line of the run's per-language scores when it ends
+    (xfer/evaluate.py prints them one by one into the log)."""
 
-    SCORE = re.compile(r"\S+: \S+ -?\d+\.\d \(n=\d+\)$")
+    SCORE = re.compile(r"(\S+): (\S+) (-?\d+\.\d) \(n=\d+\)$")
 
     def __init__(self, folder: Path):
         self.path = folder / "log.txt"
+        self.run_id, self.scores, self.metric = folder.name, [], None
 
     def __enter__(self):
         sys.stderr.flush()
@@ -265,8 +267,9 @@ class RunLog:
     def write(self, text: str) -> None:
         self.file.write(text)
         for line in text.splitlines():
-            if self.SCORE.match(line.strip()):
-                print(f"    {line.strip()}", flush=True)
+            if m := self.SCORE.match(line.strip()):
+                self.scores.append(f"{m[1]} {m[3]}")
+                self.metric = m[2]
 
     def flush(self) -> None:
         self.file.flush()
@@ -276,6 +279,8 @@ class RunLog:
         os.dup2(self.saved, 2)
         os.close(self.saved)
         self.file.close()
+        if self.scores:  # one line per run, so runs going at once do not mix their languages
+            print(f"    {self.run_id} {self.metric}: {', '.join(self.scores)}", flush=True)
 
 
 class NoResults(Exception):
