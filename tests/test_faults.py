@@ -88,7 +88,7 @@ def truncate(path):
         f.truncate(path.stat().st_size // 2)
 
 
-def test_every_corrupt_artefact_is_moved_aside_and_rerun(grid, baseline, capsys):
+def test_every_corrupt_artefact_is_moved_aside_and_rerun(grid, baseline, capfd):  # capfd: runs going at once print from worker processes
     path, r = grid
     d = {k: runner.run_dir(run) for k, run in r.items()}
     # the issue's faults, one per run
@@ -107,7 +107,7 @@ def test_every_corrupt_artefact_is_moved_aside_and_rerun(grid, baseline, capsys)
     # the cheap check trusts an unchanged size and mtime; the full one, run on an upstream about to be used, does not
     assert runner.is_done(r["pre"]) and not runner.is_done(r["pre"], full=True)
     counts = runner.run_grid(path)
-    out = capsys.readouterr().out
+    out = capfd.readouterr().out
     assert counts == {"done": 0, "ran": 6, "failed": 0, "skipped": 0}, out
     expected = {"pre": ("checkpoint/model.safetensors", "sha256 differs from the one"),
                 "t_base": ("checkpoint/model.safetensors", "sha256 differs from the one"),
@@ -129,7 +129,7 @@ def test_every_corrupt_artefact_is_moved_aside_and_rerun(grid, baseline, capsys)
     assert (runner.collect(path) / "results.csv").read_bytes() == baseline[1]
 
 
-def test_diverged_training_fails_loudly_and_stops_its_downstream(tmp_path, monkeypatch, data, capsys):
+def test_diverged_training_fails_loudly_and_stops_its_downstream(tmp_path, monkeypatch, data, capfd):
     """A real non-finite loss (a NaN weight in the local checkpoint the grid starts from, so no
     setting has to be out of bounds): both training runs fail at step 1, naming it; their
     evaluations never start; the report's failures list all four; `run` exits 1."""
@@ -149,7 +149,7 @@ def test_diverged_training_fails_loudly_and_stops_its_downstream(tmp_path, monke
     path = micro(tmp_path, **{"source: scratch": "source: local", "name: tiny": f"name: {src}"})
 
     assert runner.main(["run", str(path)]) == 1
-    out, err = capsys.readouterr()
+    out, err = capfd.readouterr()
     assert "error: 2 runs failed and 3 were skipped" in err
     r = roles(runner.plan(path)[1])
     for role in ("inter", "t_base"):  # the baseline target still ran after the intermediate failed

@@ -387,7 +387,6 @@ def run_grid(path: str | Path, phases=PHASES, overrides: list[str] = (), jobs: i
     print(f"each run's full output: {runs_dir()}/<phase>/<run id>/log.txt (`tail -f` one to follow it)"
           + (f"; {jobs} runs at once, {os.environ['XFER_THREADS']} torch threads each" if jobs > 1 else ""), flush=True)
     pending = [(i, phase, run) for i, (phase, run) in enumerate(((p, r) for p in phases for r in runs[p]), 1)]
-    ours = {run.id for _, _, run in pending}
     pool = (ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=die_with_parent)
             if jobs > 1 else None)
     running: dict = {}  # future -> (i, phase, run, start time)
@@ -415,7 +414,7 @@ def run_grid(path: str | Path, phases=PHASES, overrides: list[str] = (), jobs: i
                 pending.remove(item)
                 label = f"[{i}/{total}] {phase} {run.id}"
                 why = f"upstream run {run.upstream} did not finish"
-                if up is not None and up.id not in ours | set(failed) and not is_done(up) and not Lock(run_dir(up)).wait(0):
+                if up is not None and up.id not in failed and not is_done(up) and not Lock(run_dir(up)).wait(0):
                     print(f"{label}: waiting for another worker to finish upstream {up.id} "
                           f"(up to {wait_s:.0f}s, XFER_LOCK_TIMEOUT)", flush=True)
                     if not Lock(run_dir(up)).wait(wait_s):
@@ -467,7 +466,8 @@ def progress(finished: int, total: int, started: float, took: dict, left: dict, 
     times the mean duration measured so far in their phase (in any phase until theirs has one),
     shared among the `jobs` runs that go at once."""
     def hms(s: float) -> str:
-        return f"{s // 3600:.0f}:{s % 3600 // 60:02.0f}:{s % 60:02.0f}"
+        s = round(s)  # whole seconds first: 59.6 s is 0:01:00, not 0:00:60
+        return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
     line = f" · {finished}/{total} finished, {hms(time.time() - started)} elapsed"
     every = [s for v in took.values() for s in v]
