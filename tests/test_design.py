@@ -16,7 +16,7 @@ from xfer.models.vocab import load_id_map
 from xfer.paths import read_json
 from xfer.tasks import get_task
 from xfer.tasks.base import DataError
-from xfer.train import Shuffle, dev_task, flat_ids
+from xfer.train import Shuffle, dev_task
 
 ARM = ["intermediate.fixed_steps=true", "intermediate.epochs_arm=1", "intermediate.train.grad_accum=2",
        "evaluate.languages=[en]"]
@@ -42,7 +42,7 @@ def test_dose_and_budget_arm_recorded_by_a_real_run(micro_grid):
         upstream = runner.checkpoint(runs["pretrained"][0])
         features = task.encode(training_set(p["task"], p["language"], p["size"], p["seed"]),
                                load_tokenizer(upstream), t["max_length"], load_id_map(upstream))
-        shuffle = Shuffle(len(features), t["batch_size"], p["seed"], [len(flat_ids(f)) for f in features])
+        shuffle = Shuffle.over(features, t["batch_size"], p["seed"], True)
         fed = [i for k in range(m["steps"] * t["grad_accum"]) for i in shuffle(k)]
         assert m["examples_seen"] == len(fed) and m["tokens_seen"] == sum(len(features[i]["input_ids"]) for i in fed)
         assert training.loc[run.id, "examples_seen"] == m["examples_seen"]

@@ -174,12 +174,12 @@ class Loop:
                  rows="used", fused=True, precision="auto", compile=False, **_):
         import torch
 
-        from xfer.train import Shuffle, flat_ids, train_rows
+        from xfer.train import Shuffle, train_rows
 
         self.dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model = model.to(self.dev).train()
         self.features, self.pad_id, self.pad, self.precision = features, pad_id, pad_to, precision
-        self.shuffle = Shuffle(len(features), batch_size, 0, [len(flat_ids(f)) for f in features] if group else None)
+        self.shuffle = Shuffle.over(features, batch_size, 0, group)
         if rows == "used":
             train_rows(self.model, features)
         params = [p for p in self.model.parameters() if p.requires_grad]

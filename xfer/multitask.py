@@ -17,7 +17,7 @@ from torch import nn
 
 from xfer.data import training_set
 from xfer.tasks import get_task
-from xfer.train import Shuffle, flat_ids
+from xfer.train import Shuffle
 
 MIXINGS = ("proportional", "uniform", "temperature")
 
@@ -93,7 +93,7 @@ class TaskMixer:
     def __init__(self, features: dict[str, list], p: dict[str, float], batch_size: int, seed: int,
                  group_by_length: bool = True):
         self.features, self.names = features, list(features)
-        self.shuffles = {name: Shuffle(len(f), batch_size, seed, [len(flat_ids(x)) for x in f] if group_by_length else None)
+        self.shuffles = {name: Shuffle.over(f, batch_size, seed, group_by_length)
                          for name, f in features.items()}
         self.p = np.array([p[name] for name in self.names])
         self.batch_size, self.seed = batch_size, seed

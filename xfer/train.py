@@ -84,6 +84,11 @@ class Shuffle:
         self.per_epoch = math.ceil(n / batch_size)
         self.epoch, self.order = None, None
 
+    @classmethod
+    def over(cls, features: list[dict], batch_size: int, seed: int, group_by_length: bool) -> "Shuffle":
+        """The shuffle of `features`, length-grouped by their token counts when asked."""
+        return cls(len(features), batch_size, seed, [len(flat_ids(f)) for f in features] if group_by_length else None)
+
     def __call__(self, k: int) -> np.ndarray:
         epoch, i = divmod(k, self.per_epoch)
         if epoch != self.epoch:
@@ -174,8 +179,7 @@ def train(model, features: list[dict], collate, cfg: TrainConfig, seed: int, sta
     `cfg.embedding_rows == "used"`, the embedding rows that train. `log_dir` gets the per-step
     curves (`xfer.tracking`)."""
     if batches is None:
-        shuffle = Shuffle(len(features), cfg.batch_size, seed,
-                          [len(flat_ids(f)) for f in features] if cfg.group_by_length else None)
+        shuffle = Shuffle.over(features, cfg.batch_size, seed, cfg.group_by_length)
         batches = lambda k: [features[i] for i in shuffle(k)]  # noqa: E731
     torch.manual_seed(seed)
     dev = device()
