@@ -390,8 +390,10 @@ def run_grid(path: str | Path, phases=PHASES, overrides: list[str] = (), jobs: i
     pool = (ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=die_with_parent)
             if jobs > 1 else None)
     running: dict = {}  # future -> (i, phase, run, start time)
+    todo = {run.id for _, _, run in pending}  # pending or running: a run waits while its upstream is here
 
     def finish(i, phase, run, t, outcome, err):
+        todo.discard(run.id)
         left[phase] -= outcome != "done"
         if outcome == "ran":
             took.setdefault(phase, []).append(time.time() - t)
@@ -409,7 +411,7 @@ def run_grid(path: str | Path, phases=PHASES, overrides: list[str] = (), jobs: i
                     break
                 i, phase, run = item
                 up = by_id.get(run.upstream)
-                if up is not None and any(up.id == r.id for _, _, r, *_ in [*pending, *running.values()]):
+                if up is not None and up.id in todo:
                     continue  # its upstream is still ours to run: it starts when that one is done
                 pending.remove(item)
                 label = f"[{i}/{total}] {phase} {run.id}"
@@ -423,6 +425,7 @@ def run_grid(path: str | Path, phases=PHASES, overrides: list[str] = (), jobs: i
                     failed[run.id] = {"phase": phase, "run_id": run.id, "error": why}
                     counts["skipped"] += 1
                     left[phase] -= 1
+                    todo.discard(run.id)
                     print(f"{label}: skipped, {why}", flush=True)
                     continue
                 args = (grid, run, by_id, label, run.id in feeds,
