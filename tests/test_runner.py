@@ -33,7 +33,10 @@ def _cmdline_env(pid: str) -> str:
 
 
 def _kernels_of(runner_pid: int) -> list[str]:
-    found = subprocess.run(["pgrep", "-f", "ipykernel_launcher"], capture_output=True, text=True).stdout.split()
+    """The runner's kernels: started as ipykernel_launcher, or forked warm (xfer.kernel) from a
+    worker's fork server, which shows the server's command line; the server itself counts too."""
+    found = subprocess.run(["pgrep", "-f", "ipykernel_launcher|multiprocessing.forkserver"], capture_output=True,
+                           text=True).stdout.split()
     return [p for p in found if f"XFER_RUNNER_PID={runner_pid}\0" in _cmdline_env(p)]
 
 

@@ -330,6 +330,9 @@ def prepare_pretrained(grid: Grid, run: Run) -> None:
                          artefacts=("checkpoint",))
 
 
+KERNEL_MANAGER = None  # papermill's default (a fresh kernel per run), except in run_grid's workers
+
+
 def execute(run: Run, upstream: str, log=None) -> None:
     """Run one phase notebook with papermill; the executed notebook stays in the run folder.
 
@@ -348,6 +351,7 @@ def execute(run: Run, upstream: str, log=None) -> None:
             str(root() / "notebooks" / NOTEBOOKS[run.phase]), str(tmp),
             parameters={"params": run.params, "upstream": upstream, "run_dir": str(folder)},
             kernel_name="python3", cwd=str(root()), progress_bar=False, stdout_file=log, stderr_file=log,
+            **({"kernel_manager_class": KERNEL_MANAGER} if KERNEL_MANAGER else {}),
         )
     except OSError as e:  # papermill's own write of the notebook (a full disk): say which file
         if e.filename:
@@ -387,7 +391,7 @@ def run_grid(path: str | Path, phases=PHASES, overrides: list[str] = (), jobs: i
     print(f"each run's full output: {runs_dir()}/<phase>/<run id>/log.txt (`tail -f` one to follow it)"
           + (f"; {jobs} runs at once, {os.environ['XFER_THREADS']} torch threads each" if jobs > 1 else ""), flush=True)
     pending = [(i, phase, run) for i, (phase, run) in enumerate(((p, r) for p in phases for r in runs[p]), 1)]
-    pool = (ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=die_with_parent)
+    pool = (ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=worker_init)
             if jobs > 1 else None)
     running: dict = {}  # future -> (i, phase, run, start time)
     todo = {run.id for _, _, run in pending}  # pending or running: a run waits while its upstream is here
@@ -451,10 +455,12 @@ def run_grid(path: str | Path, phases=PHASES, overrides: list[str] = (), jobs: i
     return counts
 
 
-def die_with_parent() -> None:
+def worker_init() -> None:
     """A worker process of `run_grid` goes when the runner goes (Linux: killed with it), so a
     killed runner leaves no worker training on; its notebook kernel then stops too (ipykernel
-    exits when its parent does)."""
+    exits when its parent does). Its kernels are forked warm (`xfer.kernel`)."""
+    global KERNEL_MANAGER
+    KERNEL_MANAGER = "xfer.kernel.WarmKernelManager"
     try:
         import ctypes
         import signal
