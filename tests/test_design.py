@@ -28,7 +28,7 @@ def test_dose_and_budget_arm_recorded_by_a_real_run(micro_grid):
     tokens it was fed (counted here again from the batch schedule), and every results row says
     which budget arm its intermediate run came from."""
     path = micro_grid()
-    counts = runner.run_grid(path, overrides=ARM, jobs=1)  # in this process, one after another
+    counts = runner.run_grid(path, overrides=ARM, jobs=1)  # one after another, in one worker
     assert counts["failed"] == 0
     grid, runs = runner.plan(path, ARM)
     assert len(runs["intermediate"]) == 2

@@ -367,9 +367,9 @@ def execute(run: Run, upstream: str, log=None) -> None:
 
 def run_grid(path: str | Path, phases=PHASES, overrides: list[str] = (), jobs: int | None = None) -> dict:
     """Run what is not done, in plan order, `jobs` runs at once (default: the grid's
-    `executor.jobs`): a run starts once its upstream run is done. With several jobs each run
-    executes in a process of its own (its log.txt takes that process's stderr) with
-    cores // jobs torch threads; with one, in this process, one after another."""
+    `executor.jobs`): a run starts once its upstream run is done. Runs execute in `jobs` worker
+    processes (a run's log.txt takes its worker's stderr; with several jobs, cores // jobs torch
+    threads each), which fork their notebook kernels warm (`xfer.kernel`)."""
     grid, runs = plan(path, overrides)
     from xfer.report import preregister
 
@@ -391,8 +391,7 @@ def run_grid(path: str | Path, phases=PHASES, overrides: list[str] = (), jobs: i
     print(f"each run's full output: {runs_dir()}/<phase>/<run id>/log.txt (`tail -f` one to follow it)"
           + (f"; {jobs} runs at once, {os.environ['XFER_THREADS']} torch threads each" if jobs > 1 else ""), flush=True)
     pending = [(i, phase, run) for i, (phase, run) in enumerate(((p, r) for p in phases for r in runs[p]), 1)]
-    pool = (ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=worker_init)
-            if jobs > 1 else None)
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=worker_init)
     running: dict = {}  # future -> (i, phase, run, start time)
     todo = {run.id for _, _, run in pending}  # pending or running: a run waits while its upstream is here
 
@@ -432,21 +431,15 @@ def run_grid(path: str | Path, phases=PHASES, overrides: list[str] = (), jobs: i
                     todo.discard(run.id)
                     print(f"{label}: skipped, {why}", flush=True)
                     continue
-                args = (grid, run, by_id, label, run.id in feeds,
-                        progress(counts["done"] + counts["ran"] + counts["failed"] + counts["skipped"], total,
-                                 started, took, left, jobs))
-                if pool is None:
-                    t = time.time()
-                    finish(i, phase, run, t, *take(*args))
-                else:
-                    running[pool.submit(take, *args)] = (i, phase, run, time.time())
+                note = progress(counts["done"] + counts["ran"] + counts["failed"] + counts["skipped"], total,
+                                started, took, left, jobs)
+                running[pool.submit(take, grid, run, up, label, run.id in feeds, note)] = (i, phase, run, time.time())
             if running:
                 done_now, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in done_now:
                     finish(*running.pop(future), *future.result())
     finally:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+        pool.shutdown(wait=True, cancel_futures=True)
     for run, label in busy:  # the other worker's runs are part of this grid too: it is done when they are
         print(f"{label}: waiting for the other worker (up to {wait_s:.0f}s, XFER_LOCK_TIMEOUT)", flush=True)
         Lock(run_dir(run)).wait(wait_s)
@@ -485,9 +478,11 @@ def progress(finished: int, total: int, started: float, took: dict, left: dict, 
     return line
 
 
-def take(grid: Grid, run: Run, by_id: dict, label: str, full: bool = False, note: str = "") -> tuple[str, dict | None]:
-    """Run `run` unless it is done and verifies. Returns the outcome ("done", "ran", "failed",
-    or "busy" when another worker holds it) and, for a failure, its error record."""
+def take(grid: Grid, run: Run, upstream: Run | None, label: str, full: bool = False,
+         note: str = "") -> tuple[str, dict | None]:
+    """Run `run` (from its `upstream` run's checkpoint) unless it is done and verifies. Returns the
+    outcome ("done", "ran", "failed", or "busy" when another worker holds it) and, for a failure,
+    its error record."""
     folder = run_dir(run)
     if is_done(run, full):
         (folder / "train_state.pt").unlink(missing_ok=True)  # left by a kill just after metrics.json
@@ -509,7 +504,7 @@ def take(grid: Grid, run: Run, by_id: dict, label: str, full: bool = False, note
                 if run.phase == "pretrained":
                     prepare_pretrained(grid, run)
                 else:
-                    execute(run, checkpoint(by_id[run.upstream]), log)
+                    execute(run, checkpoint(upstream), log)
             (folder / "error.json").unlink(missing_ok=True)
             print(f"{label}: done in {time.time() - t0:.0f}s", flush=True)
             return "ran", None

@@ -37,7 +37,7 @@ class RunJob(submitit.helpers.Checkpointable):
 
         os.environ["XFER_RUNNER_PID"] = str(os.getpid())  # the notebook kernel stops if this job dies
         label = f"{run.phase} {run.id} (Slurm job {os.environ.get('SLURM_JOB_ID', '?')})"
-        outcome, err = runner.take(grid, run, {upstream.id: upstream} if upstream else {}, label, full=True)
+        outcome, err = runner.take(grid, run, upstream, label, full=True)
         if outcome == "busy":  # a local worker or a duplicate job has it: its result is ours
             runner.Lock(runner.run_dir(run)).wait(runner.lock_timeout())
         if not runner.is_done(run):  # a failed job: Slurm then cancels the jobs built on this run
