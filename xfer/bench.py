@@ -293,6 +293,36 @@ def threads_measurement(folder: Path, layers: int, pad_id: int, features: list, 
             "ratio_parallel/one": best["parallel_runs_one_thread"] / best["one_run_all_threads"]}
 
 
+def kernel_start_measurement(rounds: int = 3) -> dict:
+    """Seconds to run a notebook that imports what a phase notebook imports (xfer's training and
+    evaluation, torch, transformers), in a fresh kernel against one forked warm (`xfer.kernel`),
+    in turns, after one warm run that starts the fork server: the per-run overhead `-j` workers save."""
+    import nbformat
+    import papermill as pm
+
+    from xfer import kernel
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("from xfer import evaluate, runner, train\n"
+                                          "from transformers import AutoModelForTokenClassification")]
+    times = {"fresh": [], "warm": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        nbformat.write(nb, Path(tmp) / "in.ipynb")
+
+        def once(manager=None) -> float:
+            t0 = time.perf_counter()
+            pm.execute_notebook(str(Path(tmp) / "in.ipynb"), str(Path(tmp) / "out.ipynb"), kernel_name="python3",
+                                progress_bar=False, **({"kernel_manager_class": manager} if manager else {}))
+            return time.perf_counter() - t0
+
+        once(kernel.WarmKernelManager)
+        for _ in range(rounds):
+            times["fresh"].append(once())
+            times["warm"].append(once(kernel.WarmKernelManager))
+    best = {k: min(v) for k, v in times.items()}
+    return {"seconds": best, "runs": times, "ratio_fresh/warm": best["fresh"] / best["warm"]}
+
+
 def run(params: str | Path, out_dir: Path, steps: int = STEPS, quick: bool = False) -> dict:
     """The bench: on the CPU, the cpu preset's encoder (mE5-small, its first 4 layers, vocabulary
     trimmed to the study's data) on UD-POS English at batch CPU_BATCH; on CUDA, an XLM-R
@@ -362,6 +392,7 @@ def run(params: str | Path, out_dir: Path, steps: int = STEPS, quick: bool = Fal
         eval_rate = len(evals) / (time.perf_counter() - t0)
         del built, model
         threads = None
+        kernels = None if quick else kernel_start_measurement()
         if dev_type == "cpu" and not quick:
             # the same model folder the workers load: layers cut by from_pretrained there too
             threads = threads_measurement(folders["trimmed"], layers, tok.pad_token_id, feats["xfer"], steps)
@@ -383,7 +414,7 @@ def run(params: str | Path, out_dir: Path, steps: int = STEPS, quick: bool = Fal
         "mfu": None if peak is None else {k: v["tokens_per_second"] * per_token / peak for k, v in rates.items()},
         "peak_bf16_flops": peak, "eval_sentences_per_second": eval_rate,
         "eval": {"sentences": len(evals), "batch": EVAL_BATCH, "max_length": MAX_LENGTH, "split": "test"},
-        "threads_measurement": threads, "notes": notes, "bench_seconds": round(time.perf_counter() - start),
+        "threads_measurement": threads, "kernel_start": kernels, "notes": notes, "bench_seconds": round(time.perf_counter() - start),
         "load_average": {"start": load_start, "end": _load()},  # other work on the machine skews figures
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -412,6 +443,10 @@ def table(r: dict) -> str:
         lines.append(f"{t['cores']} runs × 1 thread vs 1 run × {t['cores']} threads: "
                      f"{t['samples_per_second']['parallel_runs_one_thread']:.1f} vs "
                      f"{t['samples_per_second']['one_run_all_threads']:.1f} samples/s (× {t['ratio_parallel/one']:.2f})")
+    k = r.get("kernel_start")
+    if k:
+        lines.append(f"a phase notebook's imports, fresh kernel vs warm fork: {k['seconds']['fresh']:.1f} vs "
+                     f"{k['seconds']['warm']:.1f} s (× {k['ratio_fresh/warm']:.2f})")
     lines.append(f"load average {r['load_average']['start']} -> {r['load_average']['end']}; {r['bench_seconds']} s")
     return "\n".join(lines)
 
