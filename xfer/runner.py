@@ -369,7 +369,7 @@ def run_grid(path: str | Path, phases=PHASES, overrides: list[str] = (), jobs: i
     """Run what is not done, in plan order, `jobs` runs at once (default: the grid's
     `executor.jobs`): a run starts once its upstream run is done. Runs execute in `jobs` worker
     processes (a run's log.txt takes its worker's stderr; with several jobs, cores // jobs torch
-    threads each), which fork their notebook kernels warm (`xfer.kernel`)."""
+    threads each), which fork their notebook kernels warm (`xfer.kernel`) on a CPU machine."""
     grid, runs = plan(path, overrides)
     from xfer.report import preregister
 
@@ -391,7 +391,12 @@ def run_grid(path: str | Path, phases=PHASES, overrides: list[str] = (), jobs: i
     print(f"each run's full output: {runs_dir()}/<phase>/<run id>/log.txt (`tail -f` one to follow it)"
           + (f"; {jobs} runs at once, {os.environ['XFER_THREADS']} torch threads each" if jobs > 1 else ""), flush=True)
     pending = [(i, phase, run) for i, (phase, run) in enumerate(((p, r) for p in phases for r in runs[p]), 1)]
-    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=worker_init)
+    import torch
+
+    # warm kernels on CPU machines: forking CUDA-capable kernels from the server is untested here, and a
+    # GPU run's minutes dwarf the seconds of imports it would save
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=worker_init,
+                               initargs=(not torch.cuda.is_available(),))
     running: dict = {}  # future -> (i, phase, run, start time)
     todo = {run.id for _, _, run in pending}  # pending or running: a run waits while its upstream is here
 
@@ -448,12 +453,12 @@ def run_grid(path: str | Path, phases=PHASES, overrides: list[str] = (), jobs: i
     return counts
 
 
-def worker_init() -> None:
+def worker_init(warm: bool = True) -> None:
     """A worker process of `run_grid` goes when the runner goes (Linux: killed with it), so a
     killed runner leaves no worker training on; its notebook kernel then stops too (ipykernel
-    exits when its parent does). Its kernels are forked warm (`xfer.kernel`)."""
+    exits when its parent does). With `warm`, its kernels are forked warm (`xfer.kernel`)."""
     global KERNEL_MANAGER
-    KERNEL_MANAGER = "xfer.kernel.WarmKernelManager"
+    KERNEL_MANAGER = "xfer.kernel.WarmKernelManager" if warm else None
     try:
         import ctypes
         import signal
