@@ -174,7 +174,7 @@ class Loop:
                  rows="used", fused=True, precision="auto", compile=False, **_):
         import torch
 
-        from xfer.train import Shuffle, train_rows
+        from xfer.train import Shuffle, adamw, train_rows
 
         self.dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model = model.to(self.dev).train()
@@ -182,10 +182,7 @@ class Loop:
         self.shuffle = Shuffle.over(features, batch_size, 0, group)
         if rows == "used":
             train_rows(self.model, features)
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.opt = torch.optim.AdamW([{"params": [p for p in params if p.ndim >= 2], "weight_decay": 0.01},
-                                      {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}],
-                                     lr=1e-5, fused=fused, foreach=None if fused else True)
+        self.opt = adamw(self.model, 1e-5, 0.01, fused=fused, foreach=None if fused else True)
         self.forward = torch.compile(self.model) if compile else self.model
         self.seconds, self.samples, self.tokens = [], 0, 0
 

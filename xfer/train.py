@@ -168,6 +168,15 @@ def train_rows(model, features) -> RowsEmbedding | None:
     return wrapped
 
 
+def adamw(model, lr: float, weight_decay: float, fused: bool = True, foreach: bool | None = None):
+    """AdamW over the trainable parameters, decaying matrices only (not biases or LayerNorm
+    gains); `fused`: one kernel for all parameters."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW([{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+                              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}],
+                             lr=lr, fused=fused, foreach=foreach)
+
+
 def train(model, features: list[dict], collate, cfg: TrainConfig, seed: int, state_path: Path | None = None,
           progress: bool = True, select=None, batches=None, log_dir: Path | None = None) -> dict:
     """`select(model) -> score` (higher is better), called every `cfg.eval_every` steps, keeps the
@@ -187,11 +196,7 @@ def train(model, features: list[dict], collate, cfg: TrainConfig, seed: int, sta
     rows = train_rows(model, features) if cfg.embedding_rows == "used" else None
     per_epoch = math.ceil(len(features) / (cfg.batch_size * cfg.grad_accum))
     total = cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch))
-    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr,
-                            fused=dev.type in ("cuda", "cpu"))  # one kernel for all parameters
+    opt = adamw(model, cfg.lr, cfg.weight_decay, fused=dev.type in ("cuda", "cpu"))
     warmup = int(cfg.warmup_ratio * total)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
