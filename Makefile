@@ -79,10 +79,7 @@ setup: .venv/.installed
 .venv/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q --no-compile -r requirements.txt
-# byte-compiled on every core at once (pip compiles one file at a time: 80 of its 120 s here); a file
-# written for a newer Python fails to compile here as it does under pip, hence the `-` and no output
-	-$(PY) -m compileall -q -j 0 .venv/lib >/dev/null
+	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	# outputs never reach a commit: nbstripout as a git filter, by a path relative to the checkout so
