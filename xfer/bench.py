@@ -388,9 +388,9 @@ def run(params: str | Path, out_dir: Path, steps: int = STEPS, quick: bool = Fal
         task.evaluate(model, evals, tok, MAX_LENGTH, EVAL_BATCH, eval_map)
         eval_rate = len(evals) / (time.perf_counter() - t0)
         del built, model
-        threads = None
-        kernels = None if quick else kernel_start_measurement()
-        if dev_type == "cpu" and not quick:
+        threads = kernels = None
+        if dev_type == "cpu" and not quick:  # warm kernels are a CPU machine's (xfer.runner.run_grid)
+            kernels = kernel_start_measurement()
             # the same model folder the workers load: layers cut by from_pretrained there too
             threads = threads_measurement(folders["trimmed"], layers, tok.pad_token_id, feats["xfer"], steps)
 
