@@ -1,10 +1,12 @@
 """Grid expansion, run ids, and the errors a user gets for bad input (before any training)."""
 
 
+import re
+
 import pytest
 import yaml
 
-from xfer.config import ConfigError, Grid, expand, load_grid
+from xfer.config import ConfigError, Grid, expand, load_grid, select_seeds
 from xfer.runner import plan
 from xfer.paths import root
 
@@ -159,3 +161,25 @@ def test_extends_applies_the_files_keys_as_overrides(tmp_path):
     (tmp_path / "loop.yaml").write_text("extends: loop.yaml\nname: x\n")
     with pytest.raises(ConfigError, match="extends itself"):
         load_grid(tmp_path / "loop.yaml")
+
+
+@pytest.mark.parametrize("sets, message", [
+    (["analysis.sequential={looks: [3, 2]}"], "seed counts in increasing order"),
+    (["analysis.sequential={looks: [1, 2]}"], "out of range; allowed: 2..10000"),
+    (["analysis.sequential={looks: [2, 3]}"], "must be the number of seeds listed (2)"),
+    (["analysis.sequential={looks: [2], spending: linear}"], "'obf' or 'pocock'"),
+])
+def test_sequential_design_is_validated(tmp_path, sets, message):
+    path = write(tmp_path, grid(seeds=[1, 2]))
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_grid(path, sets)
+
+
+def test_a_look_runs_only_its_seeds(data):
+    grid, runs = plan(root() / "params" / "answer.yaml")
+    look = select_seeds(runs, grid.seeds[:3])
+    assert look["pretrained"] == runs["pretrained"]
+    for phase in ("intermediate", "target"):
+        assert {r.params["seed"] for r in look[phase]} == {1, 2, 3}
+        assert len(look[phase]) == len(runs[phase]) * 3 // 12
+    assert len(look["evaluate"]) == len(look["target"])

@@ -1,5 +1,6 @@
 """The training step on real data: it learns, and a killed run resumes to the same weights."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -59,6 +60,25 @@ def test_micro_batches_cover_each_epoch_once(grouped):
         spread = lambda batches: sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches)  # noqa: E731
         plain = Shuffle(300, 8, seed=5)
         assert spread(epoch) < 0.5 * spread([plain(k) for k in range(per_epoch)])
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+@pytest.mark.parametrize("n", [50, 300])
+def test_full_batches_lay_epochs_end_to_end(grouped, n):
+    """Fixed-steps runs see exactly steps × batch examples at any corpus size: every batch is full,
+    the stream's first n examples are one epoch (each example once), and batch k is a pure function
+    of k (a resumed run sees the same batches)."""
+    lengths = [(7 * i) % 23 + 1 for i in range(n)] if grouped else None
+    shuffle = Shuffle(n, 16, seed=5, lengths=lengths, full=True)
+    batches = [shuffle(k) for k in range(40)]
+    assert all(len(b) == 16 for b in batches)
+    stream = [i for b in batches for i in b]
+    if not grouped:  # grouping reorders within chunks of at most one epoch: the multiset per chunk holds
+        assert sorted(stream[:n]) == list(range(n))
+    counts = np.bincount(stream, minlength=n)
+    assert counts.max() - counts.min() <= 2  # 640 draws spread evenly: one epoch after another
+    again = Shuffle(n, 16, seed=5, lengths=lengths, full=True)
+    assert [list(again(k)) for k in (37, 3)] == [list(batches[37]), list(batches[3])]
 
 
 class Crash(Exception):

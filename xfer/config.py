@@ -76,6 +76,16 @@ class TrainConfig(Strict):
     group_by_length: bool = True
     embedding_rows: Literal["used", "all"] = "used"
     precision: Literal["auto", "bf16", "fp32"] = "auto"
+    # every batch full: epochs laid end to end, no short last batch, so S steps see exactly
+    # S × batch_size × grad_accum examples at any corpus size (fixed_steps sets it)
+    full_batches: bool = False
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        out = handler(self)
+        if not self.full_batches:  # unset: not in the dump, so earlier runs keep their ids
+            out.pop("full_batches", None)
+        return out
 
     @model_validator(mode="after")
     def one_budget(self):
@@ -166,10 +176,15 @@ class IntermediateConfig(Strict):
     def arms(self) -> list[TrainConfig]:
         """The training settings every (corpus, size, seed) is run with: the main budget, and the
         epochs arm if any (a run's arm is whichever of max_steps / epochs its settings have)."""
-        main = self.train.model_copy(update={"keep": "last"}) if self.fixed_steps else self.train
+        main = self.train.model_copy(update={"keep": "last", "full_batches": True}) if self.fixed_steps else self.train
         if not self.epochs_arm:
             return [main]
-        return [main, main.model_copy(update={"max_steps": None, "epochs": self.epochs_arm})]
+        return [main, main.model_copy(update={"max_steps": None, "epochs": self.epochs_arm, "full_batches": False})]
+
+    def budget(self) -> int | None:
+        """Examples each fixed-steps run sees (steps × batch × accumulation); None without fixed steps."""
+        t = self.train
+        return t.max_steps * t.batch_size * t.grad_accum if self.fixed_steps else None
 
     @model_serializer(mode="wrap")
     def _dump(self, handler):
@@ -309,7 +324,27 @@ class PrimaryConfig(Strict):
     alpha: float = Field(0.05, gt=0, le=0.2)
     power: float = Field(0.8, ge=0.5, lt=1)
     assumed_run_sd: float = Field(1.0, gt=0, le=100, description="SD of one run's contrast when no result measures it")
-    permutations: int = Field(2000, ge=100, le=100_000)
+
+
+class SequentialConfig(Strict):
+    """A group-sequential primary test (xfer.sequential): seeds are run look by look, and after each
+    look the test on the finished seeds either stops (an effect, equivalence within
+    ±smallest_effect, or futility) or the next look's seeds run. Lan–DeMets alpha spending keeps
+    the overall error rates at `alpha` whatever look the study stops at."""
+
+    looks: list[Annotated[int, within(2, 10_000)]] = Field(
+        description="seed counts at which the test is computed, increasing; the last is the maximum, len(seeds)")
+    spending: Literal["obf", "pocock"] = Field(
+        "obf", description="Lan–DeMets spending function: O'Brien–Fleming type (obf) or Pocock type")
+    futility: bool = Field(True, description="stop early (non-binding) when neither an effect nor equivalence is "
+                                             "reachable by the last look")
+
+    @field_validator("looks")
+    @classmethod
+    def increasing(cls, v):
+        if not v or any(b <= a for a, b in zip(v, v[1:])):
+            raise ValueError(f"{v}: allowed: seed counts in increasing order, each >= 2, e.g. [3, 6, 9, 12]")
+        return v
 
 
 class AnalysisConfig(Strict):
@@ -317,6 +352,7 @@ class AnalysisConfig(Strict):
     `<report_dir>/preregistration.json` when the first run starts."""
 
     primary: PrimaryConfig = PrimaryConfig()
+    sequential: SequentialConfig | None = None
 
 
 class Grid(Strict):
@@ -348,6 +384,18 @@ class Grid(Strict):
     @classmethod
     def listed_once(cls, v, info):
         return once(v, info.field_name.rstrip("s")) if isinstance(v, list) else v
+
+    @model_validator(mode="after")
+    def looks_fit_seeds(self):
+        seq = self.analysis.sequential
+        if seq is not None and seq.looks[-1] != len(self.seeds):
+            raise ValueError(f"analysis.sequential.looks: the last look ({seq.looks[-1]} seeds) must be the number of "
+                             f"seeds listed ({len(self.seeds)}); allowed: list as many seeds as the last look")
+        return self
+
+    def seeds_at(self, look: int) -> list[int]:
+        """The seeds run by look `look` (0-based) of a sequential design: the first looks[look] listed."""
+        return self.seeds[:self.analysis.sequential.looks[look]]
 
     @field_validator("report_dir")
     @classmethod
@@ -395,7 +443,7 @@ def _errors(e: ValidationError) -> list[str]:
     lines = []
     for err in errs:
         loc = err["loc"]
-        if union(loc[-1]) and loc[:-1] in deeper:  # the value has the other branch's shape
+        if loc and union(loc[-1]) and loc[:-1] in deeper:  # the value has the other branch's shape
             continue
         field = ".".join(str(p) for p in loc if not union(p))
         msg = err["msg"].removeprefix("Value error, ")
@@ -596,3 +644,17 @@ def expand(grid: Grid, data_signature: dict | None = None) -> dict[str, list[Run
         for seed in grid.seeds:
             downstream(control.id, seed)
     return {"pretrained": pretrained_runs, "intermediate": inter, "target": target, "evaluate": evaluate}
+
+
+def select_seeds(runs: dict[str, list[Run]], seeds) -> dict[str, list[Run]]:
+    """The runs of a grid that `seeds` need: every pretrained run, the intermediate and target runs of
+    those seeds, and the evaluation runs downstream of a kept run (how a sequential design runs one
+    look's seeds, and how a plan counts what a seed costs)."""
+    keep = set(seeds)
+    out = {"pretrained": list(runs["pretrained"])}
+    kept = {r.id for r in out["pretrained"]}
+    for phase in ("intermediate", "target"):
+        out[phase] = [r for r in runs[phase] if r.params["seed"] in keep and r.upstream in kept]
+        kept |= {r.id for r in out[phase]}
+    out["evaluate"] = [r for r in runs["evaluate"] if r.upstream in kept]
+    return out

@@ -78,18 +78,22 @@ class Shuffle:
 
     GROUP = 8
 
-    def __init__(self, n: int, batch_size: int, seed: int, lengths=None):
-        self.n, self.batch_size, self.seed = n, batch_size, seed
+    def __init__(self, n: int, batch_size: int, seed: int, lengths=None, full: bool = False):
+        self.n, self.batch_size, self.seed, self.full = n, batch_size, seed, full
         self.lengths = None if lengths is None else np.asarray(lengths)
         self.per_epoch = math.ceil(n / batch_size)
         self.epoch, self.order = None, None
 
     @classmethod
-    def over(cls, features: list[dict], batch_size: int, seed: int, group_by_length: bool) -> "Shuffle":
+    def over(cls, features: list[dict], batch_size: int, seed: int, group_by_length: bool,
+             full: bool = False) -> "Shuffle":
         """The shuffle of `features`, length-grouped by their token counts when asked."""
-        return cls(len(features), batch_size, seed, [len(flat_ids(f)) for f in features] if group_by_length else None)
+        return cls(len(features), batch_size, seed, [len(flat_ids(f)) for f in features] if group_by_length else None,
+                   full)
 
     def __call__(self, k: int) -> np.ndarray:
+        if self.full:
+            return self._stream(k)
         epoch, i = divmod(k, self.per_epoch)
         if epoch != self.epoch:
             rng = np.random.default_rng([self.seed, epoch])
@@ -105,6 +109,30 @@ class Shuffle:
         perm, batches = self.order
         b = batches[i]
         return perm[b * self.batch_size:(b + 1) * self.batch_size]
+
+    def _stream(self, k: int) -> np.ndarray:
+        """`full` batches: the epochs' seeded shuffles laid end to end as one stream, cut into
+        batches of exactly `batch_size`, so no epoch ends in a short batch and a run of S steps
+        sees S × batch_size examples whatever the corpus size (the dose of a fixed-steps design).
+        Length grouping sorts each chunk of GROUP batches (at most one corpus long) and takes its
+        batches in a seeded order, as in the epoch mode."""
+        bs = self.batch_size
+        group = max(1, min(self.GROUP, self.n // bs)) if self.lengths is not None else 1
+        chunk, i = divmod(k, group)
+        if self.epoch != ("chunk", chunk):
+            pos = np.arange(chunk * group * bs, (chunk + 1) * group * bs)
+            epoch, at = np.divmod(pos, self.n)
+            ids = np.empty(len(pos), dtype=np.int64)
+            for e in np.unique(epoch):
+                ids[epoch == e] = np.random.default_rng([self.seed, e]).permutation(self.n)[at[epoch == e]]
+            order = np.arange(group)
+            if self.lengths is not None:
+                ids = ids[np.argsort(-self.lengths[ids], kind="stable")]
+                order = np.random.default_rng([self.seed, chunk, 2]).permutation(group)
+            self.epoch, self.order = ("chunk", chunk), (ids, order)
+        ids, order = self.order
+        b = order[i]
+        return ids[b * bs:(b + 1) * bs]
 
 
 def flat_ids(feature: dict) -> list[int]:
@@ -188,7 +216,7 @@ def train(model, features: list[dict], collate, cfg: TrainConfig, seed: int, sta
     `cfg.embedding_rows == "used"`, the embedding rows that train. `log_dir` gets the per-step
     curves (`xfer.tracking`)."""
     if batches is None:
-        shuffle = Shuffle.over(features, cfg.batch_size, seed, cfg.group_by_length)
+        shuffle = Shuffle.over(features, cfg.batch_size, seed, cfg.group_by_length, cfg.full_batches)
         batches = lambda k: [features[i] for i in shuffle(k)]  # noqa: E731
     torch.manual_seed(seed)
     dev = device()
