@@ -6,7 +6,7 @@ import pytest
 from xfer.paths import root
 from xfer.runner import main, plan
 
-LOCAL = ["smoke", "cpu", "gpu", "demo", "demo_quick", "tasks"]
+LOCAL = ["smoke", "cpu", "gpu", "demo", "demo_quick", "tasks", "answer"]
 HUB = ["paper", "study"]
 
 
@@ -113,14 +113,29 @@ def test_demo_quick_is_the_demo_scaled_down(data):
     assert all(len(s) >= 2 for s in _design(grid, runs).values())
 
 
-def test_cpu_trains_fixed_steps_at_about_the_old_compute(data):
-    """The default report: fixed steps at every size (its 1 epoch gave 4, 10 and 32 steps at sizes
-    50, 150 and 500, and the size-50 loss never moved), about the same total compute."""
-    grid, runs = plan(root() / "params" / "cpu.yaml")
+@pytest.mark.parametrize("name", ["cpu", "answer"])
+def test_cpu_studies_train_an_equal_dose_of_at_least_one_pass(name, data):
+    """A budget in examples, the same at every size (full batches: no short last batch moves it),
+    at least one pass over the largest corpus, so size means more distinct examples at equal dose."""
+    grid, runs = plan(root() / "params" / f"{name}.yaml")
     t = grid.intermediate.train
     assert grid.intermediate.fixed_steps and t.max_steps and t.epochs is None
-    old = sum(-(-s // t.batch_size) for s in (50, 150, 500))  # 1 epoch at each size
-    assert 0.8 * old <= 3 * t.max_steps <= 1.25 * old
+    assert grid.intermediate.budget() >= max(s for s in grid.intermediate.sizes if s != "full")
+    assert all(r.params["train"]["full_batches"] for r in runs["intermediate"])
+
+
+def test_answer_is_a_sequential_study_that_can_decide(data):
+    """The CPU study: the parallel NLI corpus in English and two other languages of different resource
+    level, 2-3 nested sizes spanning >= 1.3 decades, up to >= 12 seeds added by looks."""
+    from xfer import analysis as A
+
+    grid, runs = plan(root() / "params" / "answer.yaml")
+    langs = grid.intermediate.languages_of("xnli_derived")
+    low = A.low_resource(A.load_languages(), grid.low_resource)
+    assert "en" in langs and {bool(low[x]) for x in langs if x != "en"} == {True, False}
+    sizes = sorted(s for s in grid.intermediate.sizes if s)
+    assert 2 <= len(sizes) <= 3 and _decades(sizes) >= 1.3
+    assert grid.analysis.sequential.looks[-1] == len(grid.seeds) >= 12
 
 
 def test_study_has_the_power_design(hub):

@@ -340,7 +340,7 @@ def units(runs: pd.DataFrame) -> pd.DataFrame:
     g = r.groupby(target + ["unit"], sort=False)
     out = g.agg(corpus=("corpus", "first"), content=("content", "first"), seed=("seed", "first"),
                 inter_size=("inter_size", "first"), log10_size=("log10_size", "first"), D=("D", "mean"),
-                c=("c", "mean"), c_en=("c_en", "mean"), n_runs=("D", "size"), control=("english_control", "first"),
+                c=("c", "mean"), c_en=("c_en", "mean"), low=("low", "mean"), n_runs=("D", "size"), control=("english_control", "first"),
                 languages=("inter_lang", lambda s: ", ".join(sorted(s))),
                 **({"log10_dose": ("log10_dose", "mean")} if "log10_dose" in r else {}))
     out["subtracted"] = out.pop("control") == "subtracted"

@@ -169,8 +169,9 @@ def plot_gap(deg: pd.DataFrame, definition: str) -> Figure:
 
 def plot_primary(stats: dict) -> Figure:
     """The primary test as data: each independent unit's D (non-English minus English control,
-    low-resource minus other languages) against corpus size, one panel per target, with the fitted
-    slope (seed and corpus intercepts averaged) and its estimate in the title."""
+    low-resource minus other languages) against corpus size, one line per seed and corpus (the test
+    takes each seed's slope), one panel per target, with the mean per-seed slope and its repeated CI
+    in the title. Seeds past the look the rule stopped at are not drawn (not part of the study)."""
     runs, table = stats["runs"], stats["primary"]
     targets = [tuple(k) for k in table[A.TARGET].itertuples(index=False)]
     if not targets:
@@ -184,11 +185,14 @@ def plot_primary(stats: dict) -> Figure:
         u = A.units(t)
         colors = _colors(sorted(u["corpus"].unique()))
         for corpus, g in u.groupby("corpus"):
-            ax.scatter(g["log10_size"], g["D"], s=16, color=colors[corpus], label=corpus, alpha=0.8, lw=0)
+            for i, (_, s) in enumerate(g.sort_values("log10_size").groupby("seed")):
+                ax.plot(s["log10_size"], s["D"], "o-", ms=3, lw=0.7, color=colors[corpus], alpha=0.6,
+                        label=corpus if i == 0 else None)
         if row["status"] == "tested":
             x = np.linspace(u["log10_size"].min(), u["log10_size"].max(), 2)
-            ax.plot(x, u["D"].mean() + row["slope"] * (x - u["log10_size"].mean()), color="black", lw=1.2)
-            title = f"slope {row['slope']:+.2f} [{row['ci_low']:+.2f}, {row['ci_high']:+.2f}] per decade"
+            ax.plot(x, u["D"].mean() + row["estimate"] * (x - u["log10_size"].mean()), color="black", lw=1.6)
+            title = (f"slope {row['estimate']:+.2f} [{row['rci_low']:+.2f}, {row['rci_high']:+.2f}] per decade, "
+                     f"{int(row['n_seeds'])} seeds")
         else:
             title = f"untestable: {row['why']}"
         ax.axhline(0, color="0.6", lw=0.8)

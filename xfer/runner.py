@@ -32,7 +32,8 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from xfer import record
-from xfer.config import ConfigError, Grid, ModelConfig, Run, TargetConfig, expand, load_grid, split_overrides
+from xfer.config import (ConfigError, Grid, ModelConfig, Run, TargetConfig, expand, load_grid, select_seeds,
+                         split_overrides)
 from xfer.data import read_checked
 from xfer.hub import revisions
 from xfer.paths import data_dir, from_runs, read_json, root, runs_dir, to_runs, write_json
@@ -365,12 +366,16 @@ def execute(run: Run, upstream: str, log=None) -> None:
             tmp.unlink(missing_ok=True)
 
 
-def run_grid(path: str | Path, phases=PHASES, overrides: list[str] = (), jobs: int | None = None) -> dict:
+def run_grid(path: str | Path, phases=PHASES, overrides: list[str] = (), jobs: int | None = None,
+             seeds: list[int] | None = None) -> dict:
     """Run what is not done, in plan order, `jobs` runs at once (default: the grid's
     `executor.jobs`): a run starts once its upstream run is done. Runs execute in `jobs` worker
     processes (a run's log.txt takes its worker's stderr; with several jobs, cores // jobs torch
-    threads each), which fork their notebook kernels warm (`xfer.kernel`) on a CPU machine."""
+    threads each), which fork their notebook kernels warm (`xfer.kernel`) on a CPU machine.
+    `seeds`: only the runs those seeds need (one look of a sequential design)."""
     grid, runs = plan(path, overrides)
+    if seeds is not None:
+        runs = select_seeds(runs, seeds)
     from xfer.report import preregister
 
     preregister(grid)  # <report_dir>/preregistration.json: the analysis plan, fixed before the first run
@@ -451,6 +456,51 @@ def run_grid(path: str | Path, phases=PHASES, overrides: list[str] = (), jobs: i
         counts["done" if is_done(run) else "failed" if (run_dir(run) / "error.json").exists() else "skipped"] += 1
     print(f"grid {grid.name}: {counts}", flush=True)
     return counts
+
+
+def run_looks(path: str | Path, grid: Grid, overrides: list[str] = ()) -> dict:
+    """Run the grid; with `analysis.sequential`, look by look: the first look's seeds, then the
+    primary test on the finished seeds (`xfer.stats.primary`, the report's own rule), and the next
+    look's seeds only while no target has... every target is undecided. A rerun recomputes each look's
+    decision from the finished runs, so it stops where the first run stopped."""
+    seq = grid.analysis.sequential
+    if seq is None:
+        return run_grid(path, overrides=overrides)
+    counts: dict = {}
+    for k, n in enumerate(seq.looks):
+        print(f"look {k + 1} of {len(seq.looks)}: seeds {', '.join(map(str, grid.seeds[:n]))}", flush=True)
+        done = run_grid(path, overrides=overrides, seeds=grid.seeds[:n])
+        counts = {key: counts.get(key, 0) + v for key, v in done.items()}
+        if done["failed"] + done["skipped"]:
+            print(f"look {k + 1}: runs failed; the sequential test stops here (the report says so)", flush=True)
+            break
+        line, decided = look_decision(path, overrides)
+        print(line, flush=True)
+        if decided:
+            break
+    return counts
+
+
+def look_decision(path: str | Path, overrides: list[str] = ()) -> tuple[str, bool]:
+    """The primary test on the runs finished so far, as one line per target, and whether every
+    target has decided (an effect, equivalence or futility): the rule the report applies."""
+    from xfer import analysis as A
+    from xfer import stats
+
+    out = collect(path, overrides)
+    results, info = A.load_results(out)
+    if results.empty:
+        return "no results yet", False
+    res = stats.analyse(A.degradation(results), info, A.load_training(out), exploratory=False)
+    table = res["primary"]
+    words = []
+    for row in table.itertuples():
+        what = row.decision if row.status == "tested" else f"untestable ({row.why})"
+        est = (f": slope {row.estimate:+.2f} per decade (repeated CI {row.rci_low:+.2f} to {row.rci_high:+.2f}), "
+               f"p {row.p:.3g} against the look's boundary {row.boundary_p:.3g}" if row.status == "tested" else "")
+        words.append(f"  {row.target_task}: {what}{est}")
+    decided = bool(len(table)) and table["decision"].isin(["effect", "equivalent", "futile", "untestable"]).all()
+    return "\n".join([f"sequential test after {int(table['n_seeds'].max()) if len(table) else 0} seeds:"] + words), decided
 
 
 def worker_init(warm: bool = True) -> None:
@@ -811,14 +861,16 @@ def main(argv=None):
         fetch(grid, runs)
         return 0
     if args.command == "plan":
-        from xfer.bench import describe_estimate
+        from xfer.bench import describe_estimate, estimate_gpu_hours, gpu_samples_per_second
         from xfer.stats import plan_lines
 
+        hours = None
         try:
             print(describe_estimate(grid, runs), flush=True)
+            hours = estimate_gpu_hours(runs, gpu_samples_per_second(grid.model)[0])["total"]
         except Exception as e:  # noqa: BLE001 - corpus sizes of hub data need the hub
             print(f"  GPU hours: not estimated ({type(e).__name__}: {str(e)[:200]})", flush=True)
-        print(plan_lines(grid, runs), flush=True)
+        print(plan_lines(grid, runs, hours), flush=True)
         if slurm:
             from xfer.slurm import describe_plan
 
@@ -838,7 +890,7 @@ def main(argv=None):
             error = f"{failed} runs failed on Slurm; the report lists them"
     elif args.command in ("run", "all"):
         try:
-            counts = run_grid(args.params, overrides=args.overrides)
+            counts = run_looks(args.params, grid, args.overrides)
         except GridStopped as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
