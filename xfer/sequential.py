@@ -62,7 +62,7 @@ def seed_slopes(units: pd.DataFrame, y: np.ndarray | None = None) -> tuple[np.nd
     common = sorted(set.intersection(*with_any)) if with_any else []
     W = np.zeros((len(units), len(seeds)))  # slopes = y @ W: each column averages its corpora's OLS weights
     for j, s in enumerate(seeds):
-        for c in common:
+        for c in common if per_seed[s] else []:
             rows = usable[(s, c)]
             xc = x[rows] - x[rows].mean()
             W[rows, j] += xc / (xc @ xc) / len(common)
@@ -209,7 +209,7 @@ def decide(slopes: np.ndarray, n_max: int, looks: Sequence[int], alpha: float = 
     c_eff, c_eq = np.full((S, K), np.inf), np.full((S, K), np.inf)
     for path in np.unique(info, axis=0):
         rows = (info == path).all(1)
-        c_eff[rows], c_eq[rows] = _path_boundaries(path, final, alpha, kind)
+        c_eff[rows], c_eq[rows] = _path_boundaries(path, final, n_max, alpha, kind)
     p_k = 2 * sps.norm.sf(c_eff)
     q_k = sps.norm.sf(c_eq)
     ok = (n >= 2) & (se > 0)
@@ -246,19 +246,24 @@ def decide(slopes: np.ndarray, n_max: int, looks: Sequence[int], alpha: float = 
             "n_needed": _n_needed(pick["sd"], bound, planned["p"], power)}
 
 
-def _path_boundaries(info: np.ndarray, final: np.ndarray, alpha: float, kind: str) -> tuple[np.ndarray, np.ndarray]:
-    """Two-sided effect and one-sided equivalence boundaries for one information path; a look with
-    no new information (or fewer than 2 seeds) is skipped, and the design's last look spends all of α."""
+def _path_boundaries(info: np.ndarray, final: np.ndarray, n_max: int, alpha: float, kind: str
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Two-sided effect and one-sided equivalence boundaries for one information path. A look with
+    fewer than 2 seeds spends nothing (c = inf); a look that adds no seed spends nothing either and
+    keeps the previous boundary (same data, same boundary: it repeats the previous look's "continue"
+    and its repeated CI). The design's last look spends all of α."""
     c_eff, c_eq = np.full(len(info), np.inf), np.full(len(info), np.inf)
-    usable = (info > 0) & (np.diff(np.concatenate([[0.0], info])) > 1e-12)
-    if not usable.any():
+    new = (info >= 2 / n_max - 1e-12) & (np.diff(np.concatenate([[0.0], info])) > 1e-12)
+    if not new.any():
         return c_eff, c_eq
-    t = info[usable]
+    t = info[new]
+    carry = np.maximum.accumulate(np.where(new, np.arange(len(info)), -1))  # the last look with new seeds
     for c, level, sided in ((c_eff, alpha / 2, 2), (c_eq, alpha, 1)):
         spent = spending(t, level, kind)
-        if final[usable][-1]:
+        if final[new][-1]:
             spent[-1] = level
-        c[usable] = _crossing_values(tuple(t), tuple(sided * spent), sided)
+        c[new] = _crossing_values(tuple(t), tuple(sided * spent), sided)
+        c[carry >= 0] = c[carry[carry >= 0]]
     return c_eff, c_eq
 
 
@@ -277,10 +282,10 @@ def _n_needed(sd: np.ndarray, bound: float, p_final: float, power: float) -> np.
     sd = np.asarray(sd, float)
     with np.errstate(invalid="ignore", divide="ignore"):
         n = ((sps.norm.isf(p_final / 2) + sps.norm.ppf(power)) * sd / bound) ** 2
-        for _ in range(5):
-            df = np.maximum(np.nan_to_num(n, nan=2.0), 2.0) - 1
-            n = ((sps.t.isf(p_final / 2, df) + sps.t.ppf(power, df)) * sd / bound) ** 2
-    return np.ceil(np.maximum(n, 2))
+        for _ in range(4):  # t quantiles once per distinct df: thousands of studies share a few
+            df, where = np.unique(np.clip(np.nan_to_num(np.ceil(n), nan=2.0), 2, 1e6) - 1, return_inverse=True)
+            n = ((sps.t.isf(p_final / 2, df) + sps.t.ppf(power, df))[where.reshape(n.shape)] * sd / bound) ** 2
+    return np.where(np.isfinite(sd), np.ceil(np.maximum(n, 2)), np.nan)
 
 
 def _check_kind(kind: str) -> None:
