@@ -27,7 +27,8 @@ CPU = dict(corpora=(("panx", "en"), ("panx", "sw")), sizes=(50, 150, 500), seeds
 
 def simulate(langs, n_sims=N_SIMS, corpora=DEMO["corpora"], sizes=DEMO["sizes"], seeds=DEMO["seeds"], rng=0,
              lang_slope_sd=0.0, mean_delta=-1.0, slope_low_nonen=0.0, slope_low_en=0.0, slope_all_nonen=0.0,
-             leak_slope=0.0, steps_slope=0.0, budget="steps"):
+             leak_slope=0.0, steps_slope=0.0, budget="steps", noise=1.0, small_size_noise=1.0, seed_slope_sd=0.0,
+             corpus_slope_sd=0.0):
     """`n_sims` grids as one results table (target `t000`, `t001`, …) and its training record.
 
     Δ of run r (corpus language L, log10 size x, centred) in language j = mean_delta + u_r + v_r·low_j
@@ -36,7 +37,12 @@ def simulate(langs, n_sims=N_SIMS, corpora=DEMO["corpora"], sizes=DEMO["sizes"],
     languages after non-English corpora (the question's effect), slope_low_en the same after English,
     slope_all_nonen on every language after non-English corpora, leak_slope only where j == L, and
     steps_slope·log10(steps) on low-resource languages after non-English corpora (budget "epochs":
-    steps ∝ size)."""
+    steps ∝ size). The sequential design's conditions (tests/test_sequential.py), off by default:
+    `noise` scales u, v and e; `small_size_noise` scales them again at the smallest size (units at one
+    extreme size noisier); `seed_slope_sd`: a slope per seed (mean 0) on low-resource languages after
+    non-English corpora; `corpus_slope_sd`: a size trend per language and non-English corpus language
+    (b_{j,L}), centred within the low-resource and within the other languages each corpus is scored on,
+    so that the slope of D on these languages stays 0 (the null is conditional on them)."""
     g = np.random.default_rng(rng)
     langs = np.array(langs)
     low = analysis.low_resource(analysis.load_languages(), "joshi_le2").reindex(langs).fillna(False).to_numpy(bool)
@@ -58,21 +64,38 @@ def simulate(langs, n_sims=N_SIMS, corpora=DEMO["corpora"], sizes=DEMO["sizes"],
                + steps_slope * np.log10(steps)[:, None] * (non_en[:, None] & low[None, :]))
     base = 60 + 20 * (~low) + g.normal(0, 1, (S, K, 1, J))
     b = g.normal(0, lang_slope_sd, (S, 1, 1, J)) * rx[None, None, :, None]
-    effect = (mean_delta + g.normal(0, 1, (S, K, R, 1)) + g.normal(0, 0.5, (S, K, R, 1)) * low
-              + b + g.normal(0, 1, (S, K, R, J)) + planted)
+    u, v, e = g.normal(0, 1, (S, K, R, 1)), g.normal(0, 0.5, (S, K, R, 1)), g.normal(0, 1, (S, K, R, J))
+    scale = noise * np.where(size == min(sizes), small_size_noise, 1.0)[:, None]
+    extra = np.random.default_rng([rng, 1])  # its own stream: the default draws stay as they were
+    seed_slope = extra.normal(0, seed_slope_sd, (S, K, 1, 1)) * (rx * non_en)[:, None] * low
+    used = (langs[None, :] != ilang[:, None]) & (langs[None, :] != "en")  # the languages each corpus is scored on
+    bL = extra.normal(0, corpus_slope_sd, (S, 1, R, J))
+    for group in (low, ~low):  # equal low-resource and other-language means: no slope of D on these languages
+        w = used & group[None, :]
+        bL -= np.where(w, (bL * w).sum(-1, keepdims=True) / np.maximum(w.sum(-1), 1)[:, None], 0)
+    bL *= (rx * non_en)[:, None]
+    effect = mean_delta + scale * (u + v * low + e) + b + planted + seed_slope + bL
     score = base + inter[None, None, :, None] * effect
     s, k, r, j = (a.ravel() for a in np.indices((S, K, R, J)))
     seed = np.array(seeds)[k]
-    run_name = np.char.add(np.char.add(np.char.add(task[r], "-"), ilang[r]),
-                           np.char.add("-", size[r].astype(str)))
-    target = np.char.add("t", np.char.zfill(s.astype(str), 3))
-    intermediate_run = np.where(inter[r], np.char.add(np.char.add(target, "-"),
-                                                      np.char.add(run_name, np.char.add("-s", seed.astype(str)))), "")
+    s1, k1, r1 = (a.ravel() for a in np.indices((S, K, R)))  # names once per run, then taken per row
+    run_name = np.char.add(np.char.add(np.char.add(task[r1], "-"), ilang[r1]),
+                           np.char.add("-", size[r1].astype(str)))
+    targets = np.char.add("t", np.char.zfill(np.arange(S).astype(str), 3))
+    run_id = np.where(inter[r1], np.char.add(np.char.add(targets[s1], "-"),
+                                             np.char.add(run_name, np.char.add("-s", np.array(seeds)[k1].astype(str)))),
+                      "")
+    q = np.arange(S * K * R * J) // J  # the run of each row
+
+    def take(values, index):  # pandas' own strings from a few distinct values: converting per row is slow
+        return pd.Series(values).array[index]
+
+    target = take(targets, s)
     results = pd.DataFrame({
-        "grid": "sim", "eval_run": np.char.add(intermediate_run, "-eval"), "target_run": "",
-        "intermediate_run": intermediate_run, "seed": seed, "inter_task": task[r], "inter_lang": ilang[r],
+        "grid": "sim", "eval_run": take(np.char.add(run_id, "-eval"), q), "target_run": "",
+        "intermediate_run": take(run_id, q), "seed": seed, "inter_task": take(task, r), "inter_lang": take(ilang, r),
         "inter_size": size[r], "target_task": target, "target_lang": "en", "train_task": target,
-        "eval_task": target, "eval_lang": langs[j], "split": "test", "metric": "f1", "score": score.ravel(),
+        "eval_task": target, "eval_lang": take(langs, j), "split": "test", "metric": "f1", "score": score.ravel(),
         "n_examples": 100, "inter_budget": budget})
     runs_only = results.loc[inter[r], ["intermediate_run", "inter_size"]].drop_duplicates("intermediate_run")
     training = pd.DataFrame({"steps": np.where(budget == "epochs", np.maximum(1, runs_only["inter_size"] // 16), 250)},
