@@ -152,8 +152,8 @@ def dose_sentence(table: pd.DataFrame, grid: dict | None) -> str:
     recorded = table[table["dose"].fillna("not recorded") != "not recorded"]
     if len(confounded):
         what = "; ".join(f"{r['target_task']}: {r['dose']}" for _, r in confounded.iterrows())
-        return (f"Training dose moved with corpus size ({what}), so a slope on size cannot be told from one on the "
-                "amount of training.")
+        return (f"Training dose moved with corpus size ({what}): size and dose are confounded in this grid, so a "
+                "slope on size cannot be told from one on the amount of training.")
     if len(recorded):
         return f"Dose was equal at every size ({recorded['dose'].iloc[0]}), so size means more distinct examples."
     if train.get("max_steps"):
