@@ -66,8 +66,8 @@ def test_html_states_question_model_and_results(rendered):
     assert report.QUESTION in text
     assert "tiny-bert (source: scratch)" in text and "not a scientific finding" in text
     assert "2 layers of hidden size 64" in text  # every approximation
-    assert "Estimate:" in text and "Meaning:" in text  # the bottom line first
-    assert re.search(r"Slope of D: -\d\.\d\d points per tenfold corpus size \(95 % CI -\d+\.\d\d to", text)
+    assert "Finding:" in text and "Decision:" in text  # the bottom line first
+    assert re.search(r"slope [-+]?\d+\.\d\d points of D per tenfold size \(95 % repeated CI [-+]?\d+\.\d\d to", text)
     assert "no pre-registration record" in text  # this results folder has none
     assert "rm_corr" in text and "log10_size:low_resource" in text  # exploratory tables
     assert "0123abc" in text and "eval-sw-1000-s1" in text  # provenance and run ids
@@ -95,18 +95,17 @@ def test_pdf_has_pages_and_the_question(rendered):
 
 
 def test_bottom_line_comes_first_and_quotes_the_primary_table(rendered):
-    """Under the title, before any figure: the estimate, its CI and what it means, with the very
-    numbers of the primary test's table (Table 1)."""
+    """Under the title, before any figure: the finding in plain words, D defined, then the decision
+    with the very numbers of the primary test's table (Table 1)."""
     html = (rendered["site"] / "index.html").read_text()
     text = _text(re.sub(r"<[^>]+>", " ", html))
-    assert html.index("Estimate:") < html.index("<img") and html.index("Estimate:") < html.index("Research question")
-    assert html.index(report.TITLE) < html.index("Estimate:")
-    est = re.search(r"Estimate: udpos ([-+]\d+\.\d\d) points", text).group(1)
-    lo, hi = re.search(r"95 % CI: udpos ([-+]\d+\.\d\d) to ([-+]\d+\.\d\d)", text).groups()
-    assert re.search(r"Meaning: udpos: (larger|no effect|inconclusive)", text)
+    assert html.index("Finding:") < html.index("<img") and html.index("Finding:") < html.index("Research question")
+    assert html.index(report.TITLE) < html.index("Finding:") < html.index("the extra loss of the low-resource")
+    decision, est, lo, hi = re.search(r"Decision: udpos: (\w+) after \d+ seeds, slope of D ([-+]?\d+\.\d\d) points "
+                                      r"per tenfold size \(95 % CI ([-+]?\d+\.\d\d) to ([-+]?\d+\.\d\d)\)", text).groups()
+    assert decision in ("effect", "equivalent", "inconclusive", "futile")
     primary = _text(re.sub(r"<[^>]+>", " ", html[html.index("Table 1."):html.index("Figure 1.")]))
-    for field, value in (("slope", est), ("ci_low", lo), ("ci_high", hi)):
-        assert re.search(rf"{field} {float(value):.2f} ", primary), (field, value, primary)
+    assert f"{est} points per tenfold size" in primary and f"{lo} to {hi}" in primary and decision in primary
 
 
 def test_figures_and_tables_are_numbered_with_captions_and_alt_text(rendered):
@@ -143,7 +142,7 @@ def test_per_language_numbers_link_to_their_runs_inside_the_report_folder(render
     assert len(runs) == 3 * (2 + 2 * 3 * 3)  # per seed: the baseline's eval + target, each corpus run's three
     assert all((site / "runs" / r).is_file() for r in runs)
     assert "eval-sw-1000-s1" in (site / "runs" / "evaluate" / "eval-sw-1000-s1" / "notebook.html").read_text()
-    start = html.index("The primary test, one row per target")
+    start = html.index("The primary slope under every low-resource definition")
     assert '<a href="runs/index.html#t-udpos">' in html[start:html.index("</table>", start)]
 
 
