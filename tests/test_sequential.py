@@ -158,6 +158,8 @@ def test_decide_stops_at_the_first_look_that_crosses():
     assert early["decision"][0] == "continue" and early["look"][0] == 1
     with pytest.raises(ValueError, match="looks: \\[3, 6, 9\\]; allowed"):
         sq.decide(slopes, N_MAX, (3, 6, 9))
+    with pytest.raises(ValueError, match="bound: 0; allowed: a positive slope"):
+        sq.decide(slopes, N_MAX, LOOKS, bound=0)
 
 
 def test_decide_with_missing_seeds_uses_the_information_reached():

@@ -182,6 +182,11 @@ def decide(slopes: np.ndarray, n_max: int, looks: Sequence[int], alpha: float = 
     n_needed: the seeds at which the final look's t-test would have `power` against a slope of ±bound
     with the current SD (what a futile or inconclusive study would take)."""
     _check_kind(kind)
+    for name, value in (("alpha", alpha), ("power", power)):
+        if not 0 < value < 1:
+            raise ValueError(f"{name}: {value}; allowed: a probability strictly between 0 and 1")
+    if not bound > 0:
+        raise ValueError(f"bound: {bound}; allowed: a positive slope (the smallest effect of interest)")
     looks = [int(n) for n in looks]
     if not looks or looks[-1] != n_max or any(b <= a for a, b in zip(looks, looks[1:])) or looks[0] < 2:
         raise ValueError(f"looks: {looks}; allowed: increasing seed counts >= 2 ending at n_max = {n_max}")
