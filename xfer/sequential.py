@@ -200,16 +200,7 @@ def decide(slopes: np.ndarray, n_max: int, looks: Sequence[int], alpha: float = 
         raise ValueError(f"slopes: {avail} seeds; the first look needs {looks[0]}")
     K = len(reached)
 
-    # the statistics at every look reached, shape (S, K)
-    n = np.stack([np.isfinite(slopes[:, :m]).sum(1) for m in reached], 1)
-    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # nanmean / nanstd of columns without 2 seeds
-        est = np.stack([np.nanmean(slopes[:, :m], 1) for m in reached], 1)
-        sd = np.stack([np.nanstd(slopes[:, :m], 1, ddof=1) for m in reached], 1)
-        se = sd / np.sqrt(n)
-        df = n - 1
-        t = est / se
-        p = 2 * sps.t.sf(np.abs(t), np.maximum(df, 1))
+    n, est, sd, se, df, t, p = _look_statistics(slopes, reached)
     info = n / n_max
     final = np.array(reached) == n_max
 
@@ -229,12 +220,7 @@ def decide(slopes: np.ndarray, n_max: int, looks: Sequence[int], alpha: float = 
     planned = _planned(n_max, tuple(looks), alpha, kind)
     futile = np.zeros_like(effect)
     if futility:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            z = np.abs(t) / np.sqrt(info)  # the final-information z if the current estimate is the truth
-            cp = (sps.norm.cdf((z - planned["c"]) / np.sqrt(1 - np.minimum(info, 1 - 1e-12)))
-                  + sps.norm.cdf((-z - planned["c"]) / np.sqrt(1 - np.minimum(info, 1 - 1e-12))))
-            reach = sps.t.isf(planned["q"], n_max - 1) * sd / np.sqrt(n_max)
-        futile = ok & ~effect & ~equivalent & ~final[None, :] & (cp < FUTILITY_POWER) & (reach > bound)
+        futile = ok & ~effect & ~equivalent & ~final[None, :] & _out_of_reach(t, sd, info, n_max, bound, planned)
     decision = np.full((S, K), "continue", dtype=object)
     decision[:, final] = "inconclusive"
     decision[futile] = "futile"
@@ -253,6 +239,32 @@ def decide(slopes: np.ndarray, n_max: int, looks: Sequence[int], alpha: float = 
             "rci_low": pick["est"] - pick["half"], "rci_high": pick["est"] + pick["half"],
             "eq_low": pick["est"] - pick["half_eq"], "eq_high": pick["est"] + pick["half_eq"], "info": pick["info"],
             "n_needed": _n_needed(pick["sd"], bound, planned["p"], power)}
+
+
+def _look_statistics(slopes: np.ndarray, reached: list[int]) -> tuple[np.ndarray, ...]:
+    """n, mean, SD, se, df, t and two-sided p of the finite slopes among the first m seeds, for each
+    look m reached: arrays (n_sims, looks); NaN where fewer than 2 seeds."""
+    n = np.stack([np.isfinite(slopes[:, :m]).sum(1) for m in reached], 1)
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # nanmean / nanstd of columns without 2 seeds
+        est = np.stack([np.nanmean(slopes[:, :m], 1) for m in reached], 1)
+        sd = np.stack([np.nanstd(slopes[:, :m], 1, ddof=1) for m in reached], 1)
+        se = sd / np.sqrt(n)
+        t = est / se
+        p = 2 * sps.t.sf(np.abs(t), np.maximum(n - 1, 1))
+    return n, est, sd, se, n - 1, t, p
+
+
+def _out_of_reach(t, sd, info, n_max: int, bound: float, planned: dict) -> np.ndarray:
+    """The futility condition: conditional power under the current estimate (B-value projection to the
+    final look's boundary) below FUTILITY_POWER, and the equivalence CI at n_max with the current SD
+    wider than ±bound even around a zero estimate."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = np.abs(t) / np.sqrt(info)  # the final-information z if the current estimate is the truth
+        rest = np.sqrt(1 - np.minimum(info, 1 - 1e-12))
+        cp = sps.norm.cdf((z - planned["c"]) / rest) + sps.norm.cdf((-z - planned["c"]) / rest)
+        reach = sps.t.isf(planned["q"], n_max - 1) * sd / np.sqrt(n_max)
+    return (cp < FUTILITY_POWER) & (reach > bound)
 
 
 def _path_boundaries(info: np.ndarray, final: np.ndarray, n_max: int, alpha: float, kind: str
@@ -333,7 +345,8 @@ def design_effect(sd: float, n_max: int, looks, alpha=0.05, bound=0.5, kind="obf
     noise = np.random.default_rng(rng).normal(0.0, sd, (n_sims, n_max))
 
     def short(effect):
-        return np.mean(decide(effect + noise, n_max, looks, alpha, bound, kind, futility)["decision"] == "effect") - power
+        found = decide(effect + noise, n_max, looks, alpha, bound, kind, futility)["decision"] == "effect"
+        return np.mean(found) - power
 
     hi = 4 * sd
     while short(hi) < 0:
