@@ -10,6 +10,7 @@ that differs by corpus language. Run with -s to see the operating characteristic
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import subprocess
 
@@ -158,6 +159,8 @@ def test_decide_stops_at_the_first_look_that_crosses():
     assert early["decision"][0] == "continue" and early["look"][0] == 1
     with pytest.raises(ValueError, match="looks: \\[3, 6, 9\\]; allowed"):
         sq.decide(slopes, N_MAX, (3, 6, 9))
+    with pytest.raises(ValueError, match="bound: 0; allowed: a positive slope"):
+        sq.decide(slopes, N_MAX, LOOKS, bound=0)
 
 
 def test_decide_with_missing_seeds_uses_the_information_reached():
@@ -173,8 +176,9 @@ def test_decide_with_missing_seeds_uses_the_information_reached():
     assert a["look"][0] == 2 and b["look"][0] == 1
 
 
-def test_operating_characteristics_match_alpha_and_expected_seeds():
-    oc = sq.operating_characteristics(1.0, N_MAX, LOOKS, effects=(0.0, None, -2.0), n_sims=20_000, rng=3)
+@pytest.mark.parametrize("kind", sq.KINDS)
+def test_operating_characteristics_match_alpha_and_expected_seeds(kind):
+    oc = sq.operating_characteristics(1.0, N_MAX, LOOKS, kind=kind, effects=(0.0, None, -2.0), n_sims=20_000, rng=3)
     null = oc.iloc[0]
     assert abs(null["P(effect)"] - 0.05) < 3 * np.sqrt(0.05 * 0.95 / 20_000) + 0.005  # MC error + t vs z
     assert (LOOKS[0] < oc["expected_seeds"]).all() and (oc["expected_seeds"] < LOOKS[-1]).all()
@@ -200,13 +204,14 @@ def test_sequential_calibration(studies):
     the stopping look, equivalence at a true slope of ±0.5 ≤ 6 %, power ≥ 80 % at the design effect
     (the slope the rule finds 80 % of the time at this SD, by `design_effect`); printed with -s."""
     rows = []
-    for name, null in studies.items():
+    for (name, null), kind in itertools.product(studies.items(), sq.KINDS):
         assert null.shape == (N_SIMS, N_MAX) and np.isfinite(null).all()
         sd = float(np.sqrt(np.mean(np.var(null, 1, ddof=1))))  # one seed's slope SD, as a pilot would measure it
-        effect = sq.design_effect(sd, N_MAX, LOOKS, bound=BOUND)
+        effect = sq.design_effect(sd, N_MAX, LOOKS, bound=BOUND, kind=kind)
         for label, truth in (("0", 0.0), ("+0.5", BOUND), ("-0.5", -BOUND), ("design", effect)):
-            out = sq.decide(null + truth, N_MAX, LOOKS, bound=BOUND)
-            rows.append({"condition": name, "seed sd": round(sd, 3), "true slope": f"{label} ({truth:+.2f})",
+            out = sq.decide(null + truth, N_MAX, LOOKS, bound=BOUND, kind=kind)
+            rows.append({"condition": name, "kind": kind, "seed sd": round(sd, 3),
+                         "true slope": f"{label} ({truth:+.2f})",
                          "P(effect)": _rate(out["decision"] == "effect"),
                          "P(equivalent)": _rate(out["decision"] == "equivalent"),
                          "P(futile)": _rate(out["decision"] == "futile"),
@@ -216,10 +221,12 @@ def test_sequential_calibration(studies):
     table = pd.DataFrame(rows)
     with pd.option_context("display.width", 200, "display.precision", 3):
         print("\n" + table.to_string(index=False))
-    by = table.set_index(["condition", table["true slope"].str.split().str[0]])
-    for name in CONDITIONS:
-        assert 0.02 <= by.loc[(name, "0"), "P(effect)"] <= 0.06, name
-        assert by.loc[(name, "+0.5"), "P(equivalent)"] <= 0.06 and by.loc[(name, "-0.5"), "P(equivalent)"] <= 0.06
+        null = table[table["true slope"].str.startswith("0 ")]
+        print("false-effect rate over all null studies:", null.groupby("kind")["P(effect)"].mean().round(4).to_dict())
+    by = table.set_index(["condition", "kind", table["true slope"].str.split().str[0]]).sort_index()
+    for name in itertools.product(CONDITIONS, sq.KINDS):
+        assert 0.02 <= by.loc[(*name, "0"), "P(effect)"] <= 0.06, name
+        assert by.loc[(*name, "+0.5"), "P(equivalent)"] <= 0.06 and by.loc[(*name, "-0.5"), "P(equivalent)"] <= 0.06
         assert (by.loc[name, "RCI coverage"] >= 0.93).all(), name
         # the design effect is set for 80 % on other draws: allow 2 Monte-Carlo SEs of these 400
-        assert by.loc[(name, "design"), "P(effect)"] >= 0.8 - 2 * np.sqrt(0.16 / N_SIMS), name
+        assert by.loc[(*name, "design"), "P(effect)"] >= 0.8 - 2 * np.sqrt(0.16 / N_SIMS), name

@@ -156,7 +156,7 @@ def headline(deg: pd.DataFrame) -> pd.DataFrame:
     split_rank = deg["split"].map({"test": 0, "dev": 1}).fillna(2)
     best_split = split_rank.groupby([deg["eval_task"], deg["eval_lang"]]).transform("min")
     order = {m: i for i, m in enumerate(METRIC_ORDER)}
-    metric_rank = deg["metric"].map(lambda m: (order.get(m, len(order)), m))
+    metric_rank = deg["metric"].map({m: (order.get(m, len(order)), m) for m in deg["metric"].unique()})  # per metric, not per row
     best_metric = deg.assign(_r=metric_rank).groupby("eval_task")["_r"].transform("min")
     return deg[(split_rank == best_split) & (metric_rank == best_metric)]
 
