@@ -12,7 +12,7 @@ import time
 import pandas as pd
 
 from xfer import runner
-from xfer.paths import root
+from xfer.paths import read_json, root
 
 
 def outputs(runs):
@@ -245,3 +245,23 @@ def test_report_before_any_run_says_what_to_do(micro_grid, capfd):
     assert code == 1
     assert err.splitlines() == ["error: no results yet: run `make run` (or `xfer run <params>`) first"]
     assert "Traceback" not in out + err
+
+
+def test_a_sequential_grid_stops_at_the_look_that_decides(micro_grid, capsys):
+    """Looks after 2 and 3 seeds; a smallest effect of interest so wide that the first look already
+    shows equivalence: the runner stops there, seed 3 never runs, and the report lists no failure."""
+    path = micro_grid()
+    path.write_text(path.read_text().replace("seeds: [1]", "seeds: [1, 2, 3]")
+                    .replace("sizes: [0, 60]", "sizes: [0, 30, 60]")
+                    .replace("languages: [en, yo, wo]", "languages: [en, yo, fr]")  # a low and an other language
+                    + "analysis:\n  primary: {smallest_effect: 100}\n  sequential: {looks: [2, 3]}\n")
+    assert runner.main(["all", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "look 1 of 2: seeds 1, 2" in out and "udpos: equivalent" in out and "look 2 of 2" not in out
+    grid, runs = runner.plan(path)
+    assert {r.params["seed"] for r in runs["intermediate"] if runner.is_done(r)} == {1, 2}
+    assert not any(runner.run_dir(r).exists() for r in runs["intermediate"] if r.params["seed"] == 3)
+    report = read_json(grid.report_path() / "grid.json")
+    assert report["failures"] == []
+    html = (grid.report_path() / "index.html").read_text()
+    assert "equivalent after 2 seeds" in html and "The sequential test look by look" in html

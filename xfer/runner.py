@@ -639,6 +639,8 @@ def collect(path: str | Path, overrides: list[str] = ()) -> Path:
 
     grid, runs = plan(path, overrides)
     by_id = {r.id: r for rs in runs.values() for r in rs}
+    if grid.analysis.sequential:  # the seeds of looks the rule never reached are not failures
+        runs = select_seeds(runs, grid.seeds[:reached(grid, runs)])
     rows, failures = [], []
     for phase in PHASES:
         for run in runs[phase]:
@@ -705,6 +707,13 @@ def collect(path: str | Path, overrides: list[str] = ()) -> Path:
                        "hub_revisions": _hub_revisions(runs["pretrained"][0])},
     })
     return out
+
+
+def reached(grid: Grid, runs: dict[str, list[Run]]) -> int:
+    """The seeds a sequential grid has reached: the first look holding every seed with a started run."""
+    started = {r.params["seed"] for p in ("intermediate", "target") for r in runs[p] if run_dir(r).exists()}
+    last = max((grid.seeds.index(s) + 1 for s in started), default=0)
+    return next(n for n in grid.analysis.sequential.looks if n >= last)
 
 
 def _hub_revisions(pretrained: Run) -> dict:
