@@ -40,7 +40,7 @@ def data_dir() -> Path | None:
         if not path.is_dir():
             raise FileNotFoundError(
                 f"XFER_DATA_DIR={env!r} is not a folder; set it to 'hub' to read from the hub, "
-                "or point it at a folder holding xtreme/ and extra/ (see README, Data)."
+                "or point it at a folder holding xtreme/ and extra/ (see docs/data.md)."
             )
         return path
     default = root() / "data" / "raw"
