@@ -302,7 +302,8 @@ def test_pdf_prints_every_table_whole_and_links_relative(rendered):
         end = captions[k] if k < len(captions) else len(html)
         chunk = html[start:end]
         chunk = chunk[:chunk.rindex("</table>")] if "</table>" in chunk else chunk
-        cells = [html_lib.unescape(re.sub(r"<[^>]+>", " ", c)) for c in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", chunk, re.S)]
+        cells = [html_lib.unescape(re.sub(r"<[^>]+>", " ", c))
+                 for c in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", chunk, re.S)]
         words = {w for c in cells for w in _words(c)}
         text = layout[layout.index(f"Table {k}."):layout.index(f"Table {k + 1}.") if k < len(captions) else None]
         printed = set(_words(text))

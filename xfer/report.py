@@ -8,6 +8,7 @@ import html
 import os
 import re
 import shutil
+import string
 import subprocess
 import sys
 import tempfile
@@ -261,9 +262,9 @@ def runs_table(results: pd.DataFrame) -> pd.DataFrame:
             .reset_index(drop=True))
 
 
-# A reader-facing table: {column: (label with its unit, format)}. The format is a str.format
-# template over the row's fields ("[{ci_low:+.2f}, {ci_high:+.2f}]") or over the column's own value
-# ("{:.2g}"); a field that is missing shows as a dash.
+# A reader-facing table (`facts`): {column: (label with its unit, format)}. The format is a
+# str.format template over the row's fields ("{ci_low:+.2f} to {ci_high:+.2f}") or over the
+# column's own value ("{:.2g}"); a field that is missing shows as a dash. The primary test's:
 PRIMARY_LABELS = {
     "slope": ("Slope of D (points per tenfold corpus size)", "{:+.2f}"),
     "ci_low": ("95 % CI of the slope (points per tenfold size)", "{ci_low:+.2f} to {ci_high:+.2f}"),
@@ -277,7 +278,8 @@ PRIMARY_LABELS = {
                     "{slope_nonen:+.2f} / {slope_en:+.2f}"),
     "mean_low_delta": ("Mean Δ on low-resource languages, non-English corpora (points, 95 % CI)",
                        "{mean_low_delta:+.2f} ({mean_low_ci_low:+.2f} to {mean_low_ci_high:+.2f})"),
-    "n_runs": ("Runs with a non-English corpus, and the independent units they form", "{n_runs:.0f} runs, {n_units:.0f} units"),
+    "n_runs": ("Runs with a non-English corpus, and the independent units they form",
+               "{n_runs:.0f} runs, {n_units:.0f} units"),
     "n_seeds": ("Seeds", "{:.0f}"),
     "sizes": ("Corpus sizes (sentences)", "{}"),
     "corpora": ("Corpora (English control: {english_control})", "{}"),
@@ -308,8 +310,6 @@ def facts(df: pd.DataFrame, labels: dict, by=("target_task",), links=None) -> pd
 
 def _format(fmt: str, col: str, row: pd.Series) -> str:
     """`fmt` over the row's fields ({name}) or the column's own value ({}); a dash if one is missing."""
-    import string
-
     fields = [f for _, f, _, _ in string.Formatter().parse(fmt) if f is not None]
     values = {f: row.get(f or col) for f in fields}
     missing = [f for f, v in values.items()
@@ -407,7 +407,7 @@ def _split_wide(df: pd.DataFrame) -> list[list]:
                 for n in range(df.index.nlevels)) if not isinstance(df.index, pd.RangeIndex) else 0
     keys = []
     for col in df.columns[:2]:  # label columns (text) at the left repeat; numbers start the split part
-        if df[col].map(_is_number).any():
+        if df[col].map(lambda v: _is_number(v.value if isinstance(v, _Link) else v)).any():
             break
         keys.append(col)
     rest = [c for c in df.columns if c not in keys]
@@ -674,7 +674,8 @@ def bottom_line(notebook: Path) -> str:
         for output in cell.get("outputs", []):
             text = output.get("data", {}).get("text/markdown", "")
             if text.startswith("# "):
-                return re.sub(r"\*\*|`", "", text.split("\n", 1)[1]).strip()
+                lines = re.sub(r"\*\*|`", "", text.split("\n", 1)[1]).strip().splitlines()
+                return "\n".join(line.rstrip() for line in lines)  # no Markdown line-break blanks
     return ""
 
 
