@@ -12,8 +12,9 @@
 #   make data                            unpack ../shared/data into data/raw (if XFER_DATA_DIR is unset)
 #   make bench                           speed figures as JSON in bench/ (loops compared in turns)
 #   make gpu-check                       on a GPU: bench + demo.yaml's first seed within 10 min, bench/gpu-check.json
-#   make carry  [PARAMS=...]             pack data + 4-bit model rows for a lent GPU (<= 64 MiB) in .carry/
+#   make carry  [PARAMS=...]             pack a study's data and model rows for an offline compute node in .carry/
 #   make lab                             JupyterLab on the notebooks
+#   (with a conda environment other than base active, every target uses it instead of .venv)
 
 PARAMS ?= params/cpu.yaml
 SET ?=
@@ -23,7 +24,14 @@ export XFER_PARAMS := $(value PARAMS)
 export XFER_EXECUTOR := $(value EXECUTOR)
 export XFER_DETACH := $(value DETACH)
 export XFER_JOBS := $(value JOBS)
-PY := .venv/bin/python
+# the Python that runs everything: an activated conda environment other than base (made from
+# environment.yml, which installs xfer into it), else the project's own .venv, built on first use
+CONDA_ENV := $(filter-out base,$(CONDA_DEFAULT_ENV))
+ifneq ($(CONDA_ENV),)
+  PY := $(CONDA_PREFIX)/bin/python
+else
+  PY := .venv/bin/python
+endif
 SHARED ?= ../shared
 # the data folder: XFER_DATA_DIR if set, else data/raw unpacked from ../shared when it is there
 ifeq ($(XFER_DATA_DIR),)
@@ -68,14 +76,20 @@ gpu-check: setup $(DATA)
 	$(PY) -m xfer.bench --gpu-check --params params/demo.yaml --budget 600
 
 lab: setup $(DATA)
-	.venv/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/
+	$(dir $(PY))jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/
 
 data: $(DATA)
 data/raw/.unpacked:
 	$(SHARED)/data/unpack data/raw
 	touch $@
 
+ifneq ($(CONDA_ENV),)
+setup:  # the conda environment is the user's: checked, never changed
+	@$(PY) -c "import xfer, papermill" 2>/dev/null || { echo "error: conda environment $(CONDA_ENV) lacks xfer:" \
+	  "conda env update -n $(CONDA_ENV) -f environment.yml (or conda deactivate to use .venv)" >&2; exit 2; }
+else
 setup: .venv/.installed
+endif
 .venv/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip

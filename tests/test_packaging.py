@@ -60,3 +60,21 @@ def test_papermill_infers_every_parameter_with_type_and_help():
         assert params, f"papermill infers no parameter in {path.name}"
         for name, p in params.items():
             assert p["inferred_type_name"] != "None" and p["help"], f"{path.name}: {name} has no type or help"
+
+
+def test_make_uses_an_active_conda_environment_and_leaves_it_as_it_is():
+    """`conda activate xfer && make report` runs in that environment (checked, never installed
+    into), not in a .venv of its own; with base or no conda environment, the .venv."""
+    import os
+    import subprocess
+
+    def dry(**env) -> str:
+        base = {k: v for k, v in os.environ.items() if not k.startswith("CONDA")}
+        return subprocess.run(["make", "-n", "report", "XFER_DATA_DIR=/nowhere"], cwd=root(), env={**base, **env},
+                              capture_output=True, text=True, check=True).stdout
+
+    conda = dry(CONDA_DEFAULT_ENV="xfer", CONDA_PREFIX="/opt/conda/envs/xfer")
+    assert "/opt/conda/envs/xfer/bin/python -m xfer.runner all" in conda
+    assert "venv" not in conda.replace("to use .venv", "") and "pip install" not in conda
+    for plain in (dry(), dry(CONDA_DEFAULT_ENV="base", CONDA_PREFIX="/opt/conda")):
+        assert ".venv/bin/python -m xfer.runner all" in plain and "/opt/conda" not in plain

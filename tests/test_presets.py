@@ -6,7 +6,7 @@ import pytest
 from xfer.paths import root
 from xfer.runner import main, plan
 
-LOCAL = ["smoke", "cpu", "gpu", "demo", "demo_quick", "tasks", "answer"]
+LOCAL = ["smoke", "cpu", "gpu", "demo", "demo_quick", "tasks", "answer", "template"]
 HUB = ["paper", "study"]
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import nbformat
 import numpy as np
+import pandas as pd
 import papermill as pm
 import pytest
 from jupyter_client.kernelspec import KernelSpecManager
@@ -34,9 +35,23 @@ def rendered(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("report")
     results = make_results(inter_langs=("sw", "en"), slope_low={"sw": -2.0, "en": 0.0})
     results_dir = write_results(tmp / "results", results)
+    # as the default preset has them: the random-weights control and the training record, whose
+    # dose (steps) grows with size here, so the primary table carries the long dose text
+    controls = results[results["inter_size"] == 0].assign(
+        eval_run=lambda d: "ctl-" + d["eval_run"], target_run=lambda d: "ctl-" + d["target_run"],
+        score=lambda d: d["score"] - 20)
+    controls.to_csv(results_dir / "controls.csv", index=False)
+    inter = results[results["inter_size"] > 0].drop_duplicates("intermediate_run")
+    pd.DataFrame({"phase": "intermediate", "run_id": inter["intermediate_run"], "task": inter["inter_task"],
+                  "language": inter["inter_lang"], "size": inter["inter_size"], "seed": inter["seed"],
+                  "upstream": "pretrained", "random_init": False, "n_train": inter["inter_size"],
+                  "steps": inter["inter_size"] // 16, "examples_seen": inter["inter_size"],
+                  "tokens_seen": inter["inter_size"] * 21, "loss_start": 1.9, "loss_end": 0.4,
+                  "dev_score": 71.2, "selected_step": inter["inter_size"] // 16, "train_seconds": 10.0}
+                 ).to_csv(results_dir / "training.csv", index=False)
     runs = tmp / "runs"  # each run's folder as the runner leaves it (the executed notebook and its record)
     for col, phase in report.RUN_COLUMNS.items():
-        for rid in set(results[col]) - {""}:
+        for rid in (set(results[col]) | set(controls[col])) - {""}:
             (runs / phase / rid).mkdir(parents=True)
             nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(f"# {phase} run {rid}")])
             nbformat.write(nb, runs / phase / rid / "notebook.ipynb")
@@ -105,7 +120,11 @@ def test_bottom_line_comes_first_and_quotes_the_primary_table(rendered):
                                       r"per tenfold size \(95 % CI ([-+]?\d+\.\d\d) to ([-+]?\d+\.\d\d)\)", text).groups()
     assert decision in ("effect", "equivalent", "inconclusive", "futile")
     primary = _text(re.sub(r"<[^>]+>", " ", html[html.index("Table 1."):html.index("Figure 1.")]))
-    assert f"{est} points per tenfold size" in primary and f"{lo} to {hi}" in primary and decision in primary
+    assert f"Slope of D (points per tenfold corpus size) {est} " in primary, primary
+    assert f"95 % CI of the slope (points per tenfold size; repeated CI, valid at the look it stopped) {lo} to {hi} " \
+        in primary, primary
+    assert f"Decision of the pre-registered rule {decision}" in primary
+    assert not re.search(r"\b(rci_low|eq_low|n_low|sd_source|dose_confounded)\b", primary)  # labels, not names
 
 
 def test_figures_and_tables_are_numbered_with_captions_and_alt_text(rendered):
@@ -139,10 +158,15 @@ def test_per_language_numbers_link_to_their_runs_inside_the_report_folder(render
         path, anchor = href.split("#")
         assert not Path(path).is_absolute() and (site / path).is_file() and f'id="{anchor}"' in index, href
     runs = re.findall(r'<a href="([^"]+)"', index)
-    assert len(runs) == 3 * (2 + 2 * 3 * 3)  # per seed: the baseline's eval + target, each corpus run's three
+    # per seed: the baseline's eval + target, each corpus run's three, the control's eval + target
+    assert len(runs) == 3 * (2 + 2 * 3 * 3 + 2)
     assert all((site / "runs" / r).is_file() for r in runs)
     assert "eval-sw-1000-s1" in (site / "runs" / "evaluate" / "eval-sw-1000-s1" / "notebook.html").read_text()
-    start = html.index("The primary slope under every low-resource definition")
+    # the Methods table's random-weights numbers open the control runs
+    start = html.index("beside the same architecture at random weights")
+    assert f'<a href="runs/index.html#{report.CONTROL_ANCHOR}">' in html[start:html.index("</table>", start)]
+    assert f'id="{report.CONTROL_ANCHOR}"' in index and 'href="evaluate/ctl-eval-none-0-s1/notebook.html"' in index
+    start = html.index("The primary test, one column per target")
     assert '<a href="runs/index.html#t-udpos">' in html[start:html.index("</table>", start)]
 
 
@@ -253,3 +277,96 @@ def test_preregistration_is_written_once_and_compared(tmp_path, monkeypatch):
     assert "changed after the runs began" in changed and "low_resource, analysis" in changed
     assert "no pre-registration record" in report.registered(tmp_path / "elsewhere", {})
     assert report.analysis_plan(later)["hash"] != report.analysis_plan(grid)["hash"]
+
+
+def _words(text: str) -> list[str]:
+    """Words as a printed table may break them: at blanks, and after a hyphen or an underscore."""
+    return [w for w in re.split(r"\s+|(?<=[-_])", text) if w]
+
+
+def test_pdf_prints_every_table_whole_and_links_relative(rendered):
+    """Each table of the default report whole in the PDF (`pdftotext -layout`): every word of every
+    header and cell between its caption and the next table's, the primary table's dose text in
+    full; each figure's caption on its image's page; every link relative to the report folder,
+    to a file inside it."""
+    import html as html_lib
+
+    if rendered["missing"]:
+        pytest.skip(f"chromium not installed: {rendered['missing']}")
+    site = rendered["site"]
+    pdf = site / "report.pdf"
+    layout = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True,
+                            check=True).stdout
+    html = (site / "index.html").read_text().replace("<wbr>", "")
+    captions = [m.start() for m in re.finditer(r"<b>Table \d+\.</b>", html)]
+    assert len(captions) >= 10
+    for k, start in enumerate(captions, 1):
+        end = captions[k] if k < len(captions) else len(html)
+        chunk = html[start:end]
+        chunk = chunk[:chunk.rindex("</table>")] if "</table>" in chunk else chunk
+        cells = [html_lib.unescape(re.sub(r"<[^>]+>", " ", c))
+                 for c in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", chunk, re.S)]
+        words = {w for c in cells for w in _words(c)}
+        text = layout[layout.index(f"Table {k}."):layout.index(f"Table {k + 1}.") if k < len(captions) else None]
+        printed = set(_words(text))
+        assert words <= printed, (k, sorted(words - printed)[:20])
+    primary = layout[layout.index("Table 1."):layout.index("Table 2.")]
+    dose = re.search(r"Training dose</td>\s*<td[^>]*>(.*?)</td>", html, re.S).group(1)
+    assert "rank correlation with size" in dose and set(_words(dose)) <= set(_words(primary)), dose
+    # a figure's caption prints on its image's page
+    images = subprocess.run(["pdfimages", "-list", str(pdf)], capture_output=True, text=True, check=True).stdout
+    pages = [int(line.split()[0]) for line in images.splitlines()[2:] if line.split()[2] == "image"]
+    figures = len(re.findall(r"<b>Figure \d+\.</b>", html))
+    assert len(pages) == figures
+    for k, n in enumerate(pages, 1):
+        text = subprocess.run(["pdftotext", "-f", str(n), "-l", str(n), str(pdf), "-"], capture_output=True,
+                              text=True, check=True).stdout
+        assert f"Figure {k}." in text, (k, n)
+    # links: relative, to files inside the folder (the runs behind the numbers)
+    links = re.findall(rb"/URI \(([^)]*)\)", pdf.read_bytes())
+    assert len(links) > 100
+    for link in {li.decode() for li in links}:
+        path = link.split("#")[0]
+        assert ":" not in path and not path.startswith("/") and (site / path).is_file(), link
+
+
+def test_figures_print_their_text_at_7_pt_or_more(rendered):
+    """Every text of every figure (ticks, legends, labels, titles) is ≥ 7 pt at print size: a
+    figure wider than the page is laid out again at the page's width, not scaled down."""
+    from xfer import analysis, figures, stats
+
+    results, grid = analysis.load_results(rendered["site"])
+    deg = analysis.degradation(results)
+    res = stats.analyse(deg, grid, analysis.load_training(rendered["site"]))
+    many = analysis.degradation(make_results(eval_langs=tuple(analysis.load_languages().index[:37]),
+                                             inter_langs=("sw", "en"), sizes=(50, 150, 500)))  # as the cpu preset
+    made = [figures.plot_primary(res), figures.plot_dose(res), figures.plot_degradation(deg, "joshi_le2", "udpos"),
+            figures.plot_heatmap(deg, "joshi_le2"), figures.plot_gap(deg, "joshi_le2"),
+            figures.plot_degradation(many, "joshi_le2", "udpos")]
+    for fig in made:
+        report.figure(fig, alt="a figure")
+        assert fig.get_figwidth() <= figures.PRINT_WIDTH and fig.get_figheight() <= figures.PRINT_HEIGHT
+        texts = [t for t in fig.findobj(lambda o: hasattr(o, "get_fontsize") and hasattr(o, "get_text"))
+                 if t.get_text().strip() and t.get_visible()]
+        small = [(t.get_text(), t.get_fontsize()) for t in texts if t.get_fontsize() < 7]
+        assert not small, small
+
+
+def test_facts_labels_every_quantity_and_shows_no_negative_zero():
+    """The reader-facing table: one labelled row per quantity with its unit, one column per
+    target; a missing part a dash; a value that rounds to zero has no sign."""
+    df = pd.DataFrame([{"target_task": "udpos", "estimate": -0.001, "rci_low": -1.5, "rci_high": 1.49,
+                        "p": 0.5, "n_runs": 6, "n_units": 3, "mean_low_delta": 1.2, "mean_low_ci_low": np.nan,
+                        "mean_low_ci_high": np.nan, "dose": "steps 16 in every run", "largest_size": "500",
+                        "low_delta_largest": -2.0, "low_largest_ci_low": -3.0, "low_largest_ci_high": -1.0}])
+    out = report.facts(df, report.PRIMARY_LABELS)
+    rows = dict(zip(out[""], out["udpos"]))
+    assert rows["Slope of D (points per tenfold corpus size)"] == "0.00"
+    assert rows["95 % CI of the slope (points per tenfold size; repeated CI, valid at the look it stopped)"] \
+        == "-1.50 to +1.49"
+    assert rows["Runs with a non-English corpus, and the units they form"] == "6 runs, 3 units"
+    assert rows["Mean Δ on low-resource languages, non-English corpora (points, 95 % CI)"] == "+1.20 (– to –)"
+    assert rows["The same at the largest size, 500 (points, 95 % CI)"] == "-2.00 (-3.00 to -1.00)"
+    assert rows["Training dose"] == "steps 16 in every run"
+    assert "eq_low" not in rows and not any("_" in label for label in rows)
+    assert report._cell("delta", -0.004) == "0.00" and report._cell("delta", -0.006) == "-0.01"

@@ -12,7 +12,7 @@ import time
 import pandas as pd
 
 from xfer import runner
-from xfer.paths import read_json, root
+from xfer.paths import data_dir, read_json, root
 
 
 def outputs(runs):
@@ -144,6 +144,23 @@ def test_grid_runs_once_then_skips(micro_grid):
     assert (copy / "metrics.json").read_bytes() == (runner.run_dir(ev) / "metrics.json").read_bytes()
     assert f'href="runs/evaluate/{ev.id}/notebook.html"' in (out / "index.html").read_text()
     assert not list((out / "runs").rglob("checkpoint"))
+    # the terminal ends with the report's bottom line
+    from xfer.report import bottom_line
+
+    assert bottom_line(out / "report.ipynb") and rep.stdout.rstrip().endswith(bottom_line(out / "report.ipynb"))
+    # the folder moves and publishes as it is: no path of this machine's project, runs or data in any
+    # file (run notebooks and params.json copies included), every file world-readable
+    machine = {str(p) for p in (root(), root().resolve(), runner.runs_dir(), runner.runs_dir().resolve(), data_dir())}
+    files = [f for f in out.rglob("*") if f.is_file()]
+    assert len(files) > 10 and any(f.name == "notebook.html" for f in files)
+    for f in files:
+        text = f.read_bytes().decode(errors="replace")
+        assert not [m for m in machine if m in text], (f, [m for m in machine if m in text])
+        assert f.stat().st_mode & 0o444 == 0o444, (f, oct(f.stat().st_mode))
+    # a later grid's ETA starts from these runs' measured times
+    took = runner.measured(runs)
+    assert {len(took[p]) for p in ("intermediate", "target", "evaluate")} == {1, 2} and \
+        all(s > 0 for v in took.values() for s in v)
 
 
 def test_kill_during_training_then_rerun_finishes_without_redoing(micro_grid):
@@ -265,3 +282,14 @@ def test_a_sequential_grid_stops_at_the_look_that_decides(micro_grid, capsys):
     assert report["failures"] == []
     html = (grid.report_path() / "index.html").read_text()
     assert "equivalent after 2 seeds" in html and "The sequential test look by look" in html
+
+
+def test_eta_uses_each_phase_s_own_time_and_not_the_one_off_conversion():
+    """With intermediate runs timed at 10 s and the pretrained conversion at 100 s, six runs left
+    in unmeasured phases take 6 × 10 s, not 6 × the mean of both; by phase once each is measured."""
+    start = time.time()
+    left = {"intermediate": 2, "target": 2, "evaluate": 2}
+    assert runner.progress(1, 7, start, {"pretrained": [100.0], "intermediate": [10.0]}, left).endswith("ETA 0:01:00")
+    took = {"pretrained": [100.0], "intermediate": [10.0], "target": [5.0], "evaluate": [2.0]}
+    assert runner.progress(1, 7, start, took, left, jobs=2).endswith("ETA 0:00:17")
+    assert runner.progress(1, 7, start, {"pretrained": [100.0]}, left).endswith("ETA 0:10:00")  # nothing else yet

@@ -214,33 +214,3 @@ def bottom_line(stats: dict, grid: dict | None = None) -> str:
             else f"{_name(r)}: untestable ({r['why']})" for _, r in table.iterrows()))
     return "  \n".join(lines)
 
-
-def primary_table(stats: dict) -> pd.DataFrame:
-    """The primary test for readers: one labelled row per quantity, with its unit, one column per
-    target (what the report shows as its first table)."""
-    table, r = stats["primary"], stats.get("rule", {})
-    rows = {}
-    for _, row in table.iterrows():
-        tested = row["status"] == "tested"
-        per = " points per tenfold size"
-        rows[_name(row)] = {
-            "Decision": verdict(row) + ("" if tested else f": {row['why']}"),
-            "Slope of D": (_num(row["estimate"]) + per) if tested else "",
-            "95 % CI (repeated, valid at the stopping look)":
-                f"{_num(row['rci_low'])} to {_num(row['rci_high'])}" if tested else "",
-            "p (t-test across seeds)": f"{row['p']:.3g}" if tested else "",
-            "Boundary at that look (nominal p)": f"{row['boundary_p']:.3g}" if tested else "",
-            f"Equivalence interval (inside ±{row['bound']:g}?)":
-                f"{_num(row['eq_low'])} to {_num(row['eq_high'])}" if tested else "",
-            "Seeds used / maximum": f"{int(row['n_seeds'])} / {int(row['n_max'])}" if tested else str(row["n_seeds"]),
-            "Look": (f"{int(row['look']) + 1} of {int(row['n_looks'])}" if r.get("sequential") else "one look")
-                    if tested else "",
-            f"Minimum detectable slope ({stats['config']['power'] * 100:.0f} % power)": _num(row["mde"], ".2f") + per,
-            "One seed's slope SD": f"{_num(row['sd_seed'], '.2f')} ({row['sd_source']})",
-            "Non-English runs / units": f"{int(row['n_runs'])} / {int(row['n_units'])}",
-            "Corpora; sizes": f"{row['corpora']}; {row['sizes']}",
-            "English control": row["english_control"] or "none",
-            "Low-resource languages": f"{int(row['n_low'])} ({row['low_languages']}) against {int(row['n_other'])} others",
-            "Dose": row["dose"],
-        }
-    return pd.DataFrame(rows).rename_axis("quantity")

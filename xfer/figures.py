@@ -43,7 +43,9 @@ def plot_degradation(deg: pd.DataFrame, definition: str, target_task: str | None
     langs = A._lang_order(d, definition)
     ncol = min(5, max(1, len(langs)))
     nrow = max(1, math.ceil(len(langs) / ncol))
-    fig = Figure(figsize=(2.0 * ncol + 1.4, 1.75 * nrow + 0.9), layout="constrained")
+    # a page wide and at most a page high, so every label prints at its size (≥ LABEL_PT)
+    fig = Figure(figsize=(min(PRINT_WIDTH, 1.45 * ncol + 0.6), min(1.75, (PRINT_HEIGHT - 1.2) / nrow) * nrow + 1.2),
+                 layout="constrained")
     axes = fig.subplots(nrow, ncol, sharex=True, sharey=True, squeeze=False).ravel()
     series = sorted(d.groupby(["inter_task", "inter_lang"]).groups)
     colors = _colors(series)
@@ -61,7 +63,7 @@ def plot_degradation(deg: pd.DataFrame, definition: str, target_task: str | None
             m = s.groupby("log10_size")["delta"].mean()
             ax.plot(m.index, m.to_numpy(), color=colors[key], lw=1.6, label=f"{key[0]} · {key[1]}")
         name = g["language"].iloc[0] if isinstance(g["language"].iloc[0], str) else "?"
-        ax.set_title(f"{lang} · {name}" + (" (low)" if low else ""), fontsize=9,
+        ax.set_title(f"{lang} · {name}" + (" (low)" if low else ""), fontsize=LABEL_PT,
                      color=A.LOW_COLOR if low else "black", fontweight="bold" if low else "normal")
         if low:
             ax.set_facecolor("#fbeeee")
@@ -77,8 +79,8 @@ def plot_degradation(deg: pd.DataFrame, definition: str, target_task: str | None
                  f"(low-resource = '{definition}', tinted)", fontsize=10)
     if series:
         handles, labels = axes[0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="outside right upper", title="intermediate", fontsize=8, title_fontsize=8,
-                   frameon=False)
+        fig.legend(handles, labels, loc="outside lower center", title="intermediate", fontsize=8, title_fontsize=8,
+                   frameon=False, ncols=min(4, len(labels)))
     return fig
 
 
@@ -200,7 +202,7 @@ def plot_primary(stats: dict) -> Figure:
         ax.set_xticks(np.log10(np.array(sizes, float)), [A.fmt_size(s) for s in sizes], fontsize=7)
         ax.set_title(f"{key[0]} (trained on {key[1]})\n{title}", fontsize=8)
         if len(u):
-            ax.legend(fontsize=6, frameon=False)
+            ax.legend(fontsize=LABEL_PT, frameon=False)
     for ax in axes[len(targets):]:
         ax.set_visible(False)
     fig.supxlabel("intermediate corpus size (sentences, log scale)", fontsize=9)
@@ -234,5 +236,5 @@ def plot_dose(stats: dict) -> Figure:
                      transform=axes[1].transAxes, color="0.3")
     for ax in axes:
         ax.axhline(0, color="0.6", lw=0.8)
-    fig.legend(fontsize=6, loc="outside right upper", frameon=False)
+    fig.legend(fontsize=LABEL_PT, loc="outside right upper", frameon=False)
     return fig

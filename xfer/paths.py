@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -39,7 +40,7 @@ def data_dir() -> Path | None:
         if not path.is_dir():
             raise FileNotFoundError(
                 f"XFER_DATA_DIR={env!r} is not a folder; set it to 'hub' to read from the hub, "
-                "or point it at a folder holding xtreme/ and extra/ (see README, Data)."
+                "or point it at a folder holding xtreme/ and extra/ (see docs/data.md)."
             )
         return path
     default = root() / "data" / "raw"
@@ -101,6 +102,25 @@ def from_runs(name: str) -> str:
         return str(runs_dir() / path) if len(path.parts) >= 3 else name
     here = runs_dir().joinpath(*path.parts[-3:])
     return str(here) if len(path.parts) > 3 and here.exists() else name
+
+
+def portable(text: str) -> str:
+    """Text with this machine's folders in it named as a reader of a published copy can use
+    them: paths inside the project relative to it (`runs/…`, `data/raw/…`), the project itself
+    as `.`; outside it, a runs folder as `runs`, a data folder as `$XFER_DATA_DIR` and the target
+    of a link in the project (a shared `.venv`) by the link's name."""
+    here = {str(root()), str(root().resolve())}
+    outside = {}
+    for path, name in [(data_dir(), "$XFER_DATA_DIR"), (runs_dir(), "runs")] + \
+            [(link, link.name) for link in root().iterdir() if link.is_symlink()]:
+        for p in {str(Path(path)), str(Path(path).resolve())} if path is not None else ():
+            if not any(p == r or p.startswith(r + "/") for r in here):
+                outside[p] = name
+    for p in sorted(outside, key=len, reverse=True):  # the longest first
+        text = re.sub(re.escape(p) + r"(?![\w.-])", outside[p], text)
+    for p in sorted(here, key=len, reverse=True):
+        text = re.sub(re.escape(p) + r"(/|(?![\w.-]))", lambda m: "" if m.group(1) else ".", text)
+    return text
 
 
 @contextlib.contextmanager

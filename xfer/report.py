@@ -8,6 +8,7 @@ import html
 import os
 import re
 import shutil
+import string
 import subprocess
 import sys
 import tempfile
@@ -18,6 +19,7 @@ import pandas as pd
 
 from xfer.analysis import DEFINITIONS, fmt_size
 from xfer.config import run_id
+from xfer.figures import PRINT_WIDTH
 from xfer.paths import read_json, root, write_json
 
 QUESTION = ("To what extent does the size of the non-English intermediate training corpus correlate with "
@@ -31,11 +33,14 @@ PRINT_CSS = """<style>
   body { font-size: 10.5pt; }
   h1 { font-size: 17pt; }
   h2 { font-size: 14pt; break-after: avoid; }
-  .jp-RenderedHTMLCommon table { font-size: 7pt; }
-  .jp-RenderedHTMLCommon td, .jp-RenderedHTMLCommon th { white-space: nowrap; padding: 0.2em 0.4em; }
-  .jp-RenderedHTMLCommon thead th { white-space: normal; overflow-wrap: break-word; }
-  .jp-OutputArea-output { overflow: visible; }
-  .jp-OutputArea-output img { max-width: 100%; height: auto; break-inside: avoid; }
+  .jp-RenderedHTMLCommon table { font-size: 7pt; max-width: 100%; }
+  .jp-RenderedHTMLCommon td, .jp-RenderedHTMLCommon th { white-space: normal; overflow-wrap: break-word;
+    padding: 0.2em 0.4em; }
+  /* outputs as plain blocks that never scroll or clip: a table's last row or column prints, and a
+     figure with its caption moves to the next page whole */
+  .jp-OutputArea-child, .jp-OutputArea-output { display: block; width: auto; }
+  .jp-OutputArea, .jp-OutputArea-child, .jp-OutputArea-output, .jp-MarkdownOutput { overflow: visible; }
+  .jp-OutputArea-output img { max-width: 100%; max-height: 254mm; height: auto; }  /* figures.PRINT_HEIGHT */
   figure { break-inside: avoid; }
   .xfer-caption { break-after: avoid; }
   a { color: inherit; text-decoration: none; }
@@ -257,6 +262,79 @@ def runs_table(results: pd.DataFrame) -> pd.DataFrame:
             .reset_index(drop=True))
 
 
+# A reader-facing table (`facts`): {column: (label with its unit, format)}. The format is a
+# str.format template over the row's fields ("{ci_low:+.2f} to {ci_high:+.2f}") or over the
+# column's own value ("{:.2g}"); a field that is missing shows as a dash. The primary test's:
+PRIMARY_LABELS = {
+    "decision": ("Decision of the pre-registered rule", "{decision} {why}"),
+    "estimate": ("Slope of D (points per tenfold corpus size)", "{:+.2f}"),
+    "rci_low": ("95 % CI of the slope (points per tenfold size; repeated CI, valid at the look it stopped)",
+                "{rci_low:+.2f} to {rci_high:+.2f}"),
+    "p": ("p (t-test across seeds, two-sided)", "{:.2g}"),
+    "boundary_p": ("Boundary at that look (nominal p the test had to beat)", "{:.2g}"),
+    "eq_low": ("Equivalence interval (inside ± the smallest effect of interest: equivalent)",
+               "{eq_low:+.2f} to {eq_high:+.2f} (bound ±{bound:g})"),
+    "n_seeds": ("Seeds used, of the design's maximum", "{n_seeds:.0f} of {n_max:.0f}"),
+    "look": ("Look it stopped at", "{look_no:.0f} of {n_looks:.0f}"),
+    "mde": ("Minimum detectable slope of the rule at the declared power (points per tenfold size)", "{:.2f}"),
+    "sd_seed": ("SD of one seed's slope (points per tenfold size)", "{sd_seed:.2f}, {sd_source}"),
+    "slope_c": ("Parts of D: slope of the non-English contrast / of the English control's contrast",
+                "{slope_c:+.2f} / {slope_c_en:+.2f}"),
+    "slope_low": ("Slope of the low-resource languages' own Δ after the non-English corpora", "{:+.2f}"),
+    "mean_low_delta": ("Mean Δ on low-resource languages, non-English corpora (points, 95 % CI)",
+                       "{mean_low_delta:+.2f} ({mean_low_ci_low:+.2f} to {mean_low_ci_high:+.2f})"),
+    "low_delta_largest": ("The same at the largest size, {largest_size} (points, 95 % CI)",
+                          "{low_delta_largest:+.2f} ({low_largest_ci_low:+.2f} to {low_largest_ci_high:+.2f})"),
+    "n_runs": ("Runs with a non-English corpus, and the units they form", "{n_runs:.0f} runs, {n_units:.0f} units"),
+    "sizes": ("Corpus sizes (sentences)", "{}"),
+    "corpora": ("Corpora (English control: {english_control})", "{}"),
+    "n_low": ("Evaluation languages: low-resource / other", "{n_low:.0f} ({low_languages}) / {n_other:.0f}"),
+    "dose": ("Training dose", "{}"),
+}
+
+
+def facts(df: pd.DataFrame, labels: dict, by=("target_task",), links=None) -> pd.DataFrame:
+    """A result table turned for readers: one row per quantity, labelled with its unit (`labels`,
+    see PRIMARY_LABELS), one column per record of `df` named by its `by` fields, every value
+    formatted, no raw column name left. `links(row, column)` as in `table`."""
+    records = [df.iloc[i] for i in range(len(df))]
+    names = [" · ".join(str(r[b]) for b in by if b in r.index) or f"{i + 1}" for i, r in enumerate(records)]
+    out = {}
+    for col, (label, fmt) in labels.items():
+        if col not in df.columns:
+            continue
+        cells = []
+        for r in records:
+            text = _format(fmt, col, r)
+            href = links(r, col) if links is not None and text != "–" else None
+            cells.append(_Link(text, href) if href else text)
+        out[_format(label, col, records[0]) if records and "{" in label else label] = cells
+    return pd.DataFrame(out, index=names).T.rename_axis("").reset_index()
+
+
+def _format(fmt: str, col: str, row: pd.Series) -> str:
+    """`fmt` over the row's fields ({name}) or the column's own value ({}); a dash if one is missing."""
+    fields = [f for _, f, _, _ in string.Formatter().parse(fmt) if f is not None]
+    values = {f: row.get(f or col) for f in fields}
+    missing = [f for f, v in values.items()
+               if v is None or v is pd.NA or (isinstance(v, float) and not np.isfinite(v))]
+    if len(missing) == len(values):
+        return "–"
+    for f in missing:  # a part that is missing (one seed: no interval) shows as a dash, the rest as it is
+        fmt = re.sub(r"\{" + re.escape(f) + r"(:[^}]*)?\}", "–", fmt)
+        del values[f]
+    try:
+        text = fmt.format(*[values[""]] if "" in values else [], **{k: v for k, v in values.items() if k})
+    except (ValueError, TypeError):  # a text where a number was expected
+        text = " ".join(str(v) for v in values.values())
+    return _no_negative_zero(text.strip())
+
+
+def _no_negative_zero(text: str) -> str:
+    """"-0.00" → "0.00": a value that rounds to zero has no sign."""
+    return re.sub(r"(?<![\w.])[-−](0(?:\.0+)?)(?![\d.])", r"\1", text)
+
+
 class _Link:
     """A table cell that links to the runs behind it (`links` of `table`)."""
 
@@ -309,6 +387,50 @@ def table(df: pd.DataFrame, collapse: bool = True, links=None, caption: str = ""
         first = len(footnotes) + 1
         footnotes += [f"[{i}] {t}" for i, t in enumerate(texts, first)]
         df[col] = cells.map(lambda t, texts=texts, first=first: f"[{texts.index(t) + first}]" if t else "")
+    small = '<p style="font-size: 85%; margin: 0.2em 0">'
+    head = f'{small}In every row: {" · ".join(shared)}</p>' if shared else ""
+    foot = "".join(f"{small}{html.escape(f)}</p>" for f in footnotes)
+    body = "".join((f"{small}(continued)</p>" if i else "") + _styled(df[cols])
+                   for i, cols in enumerate(_split_wide(df)))
+    return HTML(cap + head + body + foot)
+
+
+PAGE_CHARS = 130  # characters of 7 pt table text across an A4 page between the report's margins
+
+
+def _split_wide(df: pd.DataFrame) -> list[list]:
+    """Column groups that each fit the printed page's width (estimated from the widest text of
+    each column, a wrapped column at 24 characters); the leading label columns, and the index,
+    repeat in every group."""
+    def width(col) -> int:
+        words = max((len(w) for w in re.split(r"[\s_]+", str(col))), default=1)
+        cells = df[col].map(lambda v: len(re.sub(r"<[^>]+>", "", _cell(str(col), v)))).max() if len(df) else 0
+        return max(words, min(int(cells), 24)) + 2
+
+    index = sum(max((len(str(v)) for v in df.index.get_level_values(n)), default=0) + 2
+                for n in range(df.index.nlevels)) if not isinstance(df.index, pd.RangeIndex) else 0
+    keys = []
+    for col in df.columns[:2]:  # label columns (text) at the left repeat; numbers start the split part
+        if df[col].map(lambda v: _is_number(v.value if isinstance(v, _Link) else v)).any():
+            break
+        keys.append(col)
+    rest = [c for c in df.columns if c not in keys]
+    budget = PAGE_CHARS - index - sum(width(c) for c in keys)
+    if sum(width(c) for c in rest) <= budget:
+        return [list(df.columns)]
+    groups, current, used = [], [], 0
+    for col in rest:
+        if current and used + width(col) > budget:
+            groups.append(current)
+            current, used = [], 0
+        current.append(col)
+        used += width(col)
+    groups.append(current)
+    return [keys + g for g in groups]
+
+
+def _styled(df: pd.DataFrame) -> str:
+    """One table as HTML: numbers formatted (`_cell`), long texts and run labels wrapped."""
     styler = df.style.format({c: (lambda v, c=c: _cell(c, v)) for c in df.columns})
     wrap = [c for c in ("languages", "error") if c in df.columns]
     if wrap:
@@ -317,14 +439,13 @@ def table(df: pd.DataFrame, collapse: bool = True, links=None, caption: str = ""
     labels = [c for c in ("run_id", "upstream") if c in df.columns]  # long run labels break at a hyphen
     if labels:
         styler = styler.set_properties(subset=labels, **{"white-space": "normal"})
+    if len(df.columns) and len(df) and df.iloc[:, 0].map(lambda v: isinstance(v, str)).all():
+        styler = styler.set_properties(subset=[df.columns[0]], **{"text-align": "left"})  # row labels read left
     # headers break after an underscore, not between any two letters
     styler = styler.format_index(lambda c: html.escape(str(c)).replace("_", "_<wbr>"), axis=1)
     if isinstance(df.index, pd.RangeIndex):
         styler = styler.hide(axis="index")
-    small = '<p style="font-size: 85%; margin: 0.2em 0">'
-    head = f'{small}In every row: {" · ".join(shared)}</p>' if shared else ""
-    foot = "".join(f"{small}{html.escape(f)}</p>" for f in footnotes)
-    return HTML(cap + head + styler.to_html() + foot)
+    return styler.to_html()
 
 
 def _is_number(v) -> bool:
@@ -337,7 +458,7 @@ def _cell(col: str, v) -> str:
     if v is None or v is pd.NA or (isinstance(v, float) and not np.isfinite(v)):
         return "–"
     if isinstance(v, (float, np.floating)):
-        return f"{v:.2g}" if col in ("p", "pval") or col.startswith(("p_", "var_")) else f"{v:.2f}"
+        return _no_negative_zero(f"{v:.2g}" if col in ("p", "pval") or col.startswith(("p_", "var_")) else f"{v:.2f}")
     return html.escape(str(v))
 
 
@@ -354,6 +475,8 @@ def figure(fig, caption: str = "", alt: str = "", dpi: int = 144):
 
     if not (alt or caption).strip():
         raise ValueError("figure: alt text (or a caption) is required; allowed: a sentence saying what it shows")
+    if fig.get_figwidth() > PRINT_WIDTH:  # laid out again at the page's width: its fonts then print at their size
+        fig.set_size_inches(PRINT_WIDTH, fig.get_figheight())
     buf = BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
     width = buf.getvalue()[16:20]  # the PNG header's width in pixels, after bbox_inches="tight"
@@ -415,6 +538,12 @@ def by_cell(row: pd.Series, col) -> str | None:
     return f"runs/index.html#{anchor(target, col[2:])}" if str(col).startswith("Δ ") else None
 
 
+def by_control(row: pd.Series, col) -> str | None:
+    """`links` for the Methods table: the random-weights column to the control runs."""
+    return f"runs/index.html#{CONTROL_ANCHOR}" if col == "same architecture, random weights" and \
+        _is_number(row[col]) else None
+
+
 RUN_COLUMNS = {"eval_run": "evaluate", "target_run": "target", "intermediate_run": "intermediate"}
 
 
@@ -438,12 +567,13 @@ def publish_runs(results_dir: str | Path, runs: str | Path | None = None) -> Pat
     results_dir = root() / results_dir  # an absolute one stays as it is
     runs = Path(runs or runs_dir())
     results, _ = load_results(results_dir)
+    controls = _controls(results_dir)
     tmp = results_dir / ".runs.partial"
     shutil.rmtree(tmp, ignore_errors=True)
     exporter = HTMLExporter(template_name="basic")
     have = set()
     for col, phase in RUN_COLUMNS.items():
-        for rid in sorted(set(results[col]) - {""}):
+        for rid in sorted((set(results[col]) | set(controls.get(col, []))) - {""}):
             src, dst = runs / phase / rid, tmp / phase / rid
             if not src.is_dir():
                 continue
@@ -456,9 +586,37 @@ def publish_runs(results_dir: str | Path, runs: str | Path | None = None) -> Pat
                 (dst / "notebook.html").write_text(_page(f"{phase} run {rid}", body))
                 have.add(f"{phase}/{rid}")
     tmp.mkdir(exist_ok=True)
-    (tmp / "index.html").write_text(_runs_index(results, have))
+    (tmp / "index.html").write_text(_runs_index(results, have, controls))
     replace_dir(tmp, results_dir / "runs")
     return results_dir / "runs"
+
+
+def _controls(results_dir: Path) -> pd.DataFrame:
+    """controls.csv (the random-weights control runs), empty where the grid has none."""
+    path = Path(results_dir) / "controls.csv"
+    if not path.exists() or path.stat().st_size <= 1:
+        return pd.DataFrame(columns=list(RUN_COLUMNS) + ["target_task", "inter_task", "inter_lang", "inter_size",
+                                                         "seed"])
+    return pd.read_csv(path, dtype={c: str for c in RUN_COLUMNS}, keep_default_na=False)
+
+
+def publishable(folder: Path) -> None:
+    """Make a report folder one that can be moved and published as it is: every text file's
+    machine paths made relative (`paths.portable`: run notebooks' parameters, params.json
+    copies, grid.json, logs), every file world-readable and every folder world-listable.
+    Rewrites go through a temp file and a rename, so a crash leaves the old text or the new."""
+    from xfer.paths import portable
+
+    for path in sorted(Path(folder).rglob("*")):
+        if path.is_file() and not path.is_symlink() and path.suffix in (".json", ".csv", ".txt", ".html", ".ipynb",
+                                                                          ".md", ".log"):
+            text = path.read_text(encoding="utf-8", errors="surrogateescape")
+            new = portable(text)
+            if new != text:
+                _write_atomic(path, new.encode("utf-8", errors="surrogateescape"))
+        if not path.is_symlink():
+            path.chmod(path.stat().st_mode | (0o555 if path.is_dir() else 0o444))
+    Path(folder).chmod(Path(folder).stat().st_mode | 0o555)
 
 
 def _page(title: str, body: str) -> str:
@@ -468,8 +626,12 @@ def _page(title: str, body: str) -> str:
             f'pre{{overflow-x:auto}}</style></head><body>\n{body}\n</body></html>\n')
 
 
-def _runs_index(results: pd.DataFrame, have: set) -> str:
-    """The runs behind every number: per target, per baseline / corpus language × size, one row a seed."""
+CONTROL_ANCHOR = "control"  # the random-weights control runs in runs/index.html
+
+
+def _runs_index(results: pd.DataFrame, have: set, controls: pd.DataFrame | None = None) -> str:
+    """The runs behind every number: per target, per baseline / corpus language × size, one row a
+    seed; then the random-weights control runs (the Methods table's comparison)."""
     def cell(phase: str, rid: str) -> str:
         if not rid:
             return "–"
@@ -492,10 +654,33 @@ def _runs_index(results: pd.DataFrame, have: set) -> str:
                     + "".join(f"<td>{cell(RUN_COLUMNS[c], r[c])}</td>" for c in cols) + "</tr>"
                     for _, r in rows.iterrows()]
             out.append("</table>")
+    if controls is not None and len(controls):
+        out.append(f'<h2 id="{CONTROL_ANCHOR}">Control: the same architecture at random weights</h2>'
+                   "<p>The baseline (no intermediate training) trained and evaluated from random weights.</p>"
+                   "<table><tr><th>target</th><th>seed</th><th>evaluation run</th><th>target run</th></tr>")
+        rows = controls.drop_duplicates(["eval_run", "target_run"]).sort_values(["target_task", "seed"])
+        out += [f"<tr><td>{html.escape(str(r['target_task']))}</td><td>{r['seed']}</td>"
+                f"<td>{cell('evaluate', r['eval_run'])}</td><td>{cell('target', r['target_run'])}</td></tr>"
+                for _, r in rows.iterrows()]
+        out.append("</table>")
     return _page("Runs behind the report", "\n".join(out))
 
 
 # ----------------------------------------------------------------------------- rendering
+
+
+def bottom_line(notebook: Path) -> str:
+    """The executed report's bottom line as plain text: the Markdown under its title (the first
+    output that starts with "# "), for the terminal that ran it."""
+    import nbformat
+
+    for cell in nbformat.read(notebook, as_version=4).cells:
+        for output in cell.get("outputs", []):
+            text = output.get("data", {}).get("text/markdown", "")
+            if text.startswith("# "):
+                lines = re.sub(r"\*\*|`", "", text.split("\n", 1)[1]).strip().splitlines()
+                return "\n".join(line.rstrip() for line in lines)  # no Markdown line-break blanks
+    return ""
 
 
 def render(notebook: Path, out_dir: Path) -> dict[str, Path]:
@@ -530,8 +715,36 @@ def render(notebook: Path, out_dir: Path) -> dict[str, Path]:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         if not printed.exists() or printed.stat().st_size == 0:
             raise RuntimeError(f"chromium did not print {pdf} (exit {proc.returncode}): {proc.stderr[-2000:]}")
-        _write_atomic(pdf, printed.read_bytes())
+        _write_atomic(pdf, relative_links(printed.read_bytes(), f"{out_dir.resolve().as_uri()}/"))
     return {"html": index, "pdf": pdf}
+
+
+def relative_links(pdf: bytes, base: str) -> bytes:
+    """Chromium's PDF with its links under `base` (the report folder, whose runs/ they open)
+    made relative to the PDF, so the folder can move: each `/URI (base…)` loses `base`, and the
+    cross-reference table's offsets move with the bytes before them. Chromium writes one plain
+    xref table (no object streams): anything else is returned as it is."""
+    head = b"/URI (" + base.encode()
+    tail = pdf.rfind(b"startxref")
+    at = pdf.rfind(b"\nxref\n", 0, tail) + 1
+    if head not in pdf or tail < 0 or at <= 0 or pdf.find(head, at) >= 0:
+        return pdf
+    cuts = [m.start() + len(b"/URI (") for m in re.finditer(re.escape(head), pdf[:at])]
+    body, last = [], 0
+    for c in cuts:
+        body += [pdf[last:c]]
+        last = c + len(base.encode())
+    body = b"".join(body + [pdf[last:at]])
+
+    def moved(offset: int) -> int:  # where the byte at `offset` of the old file now lies
+        return offset - len(base.encode()) * sum(c < offset for c in cuts)
+
+    lines = pdf[at:tail].split(b"\n")
+    for i, line in enumerate(lines):
+        m = re.fullmatch(rb"(\d{10}) (\d{5}) n ?\r?", line)
+        if m:
+            lines[i] = b"%010d %s n " % (moved(int(m.group(1))), m.group(2))
+    return body + b"\n".join(lines) + b"startxref\n%d\n%%%%EOF\n" % len(body)
 
 
 def _html(nb, mathjax_url: str | None = None) -> str:

@@ -391,7 +391,7 @@ def run_grid(path: str | Path, phases=PHASES, overrides: list[str] = (), jobs: i
     # a run about to serve as an upstream is verified in full: its next phase reads it all anyway
     feeds = {r.upstream for p in phases for r in runs[p] if r.upstream and not is_done(r)}
     busy = []
-    started, took = time.time(), {}
+    started, took = time.time(), measured(runs, phases)  # the ETA starts from the grid's finished runs
     left = {p: sum(not is_done(r) for r in runs[p]) for p in phases}  # runs still to run, for the ETA
     print(f"each run's full output: {runs_dir()}/<phase>/<run id>/log.txt (`tail -f` one to follow it)"
           + (f"; {jobs} runs at once, {os.environ['XFER_THREADS']} torch threads each" if jobs > 1 else ""), flush=True)
@@ -518,16 +518,29 @@ def worker_init(warm: bool = True) -> None:
         pass
 
 
+def measured(runs: dict[str, list[Run]], phases=PHASES) -> dict[str, list[float]]:
+    """Seconds each finished run of the grid took, per phase (params.json is written as a run
+    starts, metrics.json as it ends): a rerun that adds seeds or sizes starts its ETA from them."""
+    took = {}
+    for phase in phases:
+        for run in runs[phase]:
+            start, end = run_dir(run) / "params.json", run_dir(run) / "metrics.json"
+            if is_done(run) and start.exists() and end.exists() and end.stat().st_mtime >= start.stat().st_mtime:
+                took.setdefault(phase, []).append(end.stat().st_mtime - start.stat().st_mtime)
+    return took
+
+
 def progress(finished: int, total: int, started: float, took: dict, left: dict, jobs: int = 1) -> str:
     """' · 3/6 finished, 0:01:10 elapsed, ETA 0:02:20': the runs still to run (this one included)
-    times the mean duration measured so far in their phase (in any phase until theirs has one),
-    shared among the `jobs` runs that go at once."""
+    times the mean duration measured in their phase (this grid's runs, finished earlier or now);
+    until theirs has one, the mean over the training and evaluation phases measured (the pretrained
+    encoder's one-off preparation only when nothing else is), shared among the `jobs` runs at once."""
     def hms(s: float) -> str:
         s = round(s)  # whole seconds first: 59.6 s is 0:01:00, not 0:00:60
         return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
     line = f" · {finished}/{total} finished, {hms(time.time() - started)} elapsed"
-    every = [s for v in took.values() for s in v]
+    every = [s for p, v in took.items() if p != "pretrained" for s in v] or [s for v in took.values() for s in v]
     if every:
         line += f", ETA {hms(sum(n * sum(took.get(p, every)) / len(took.get(p, every)) for p, n in left.items()) / jobs)}"
     return line
@@ -750,18 +763,22 @@ def provenance(checksums: dict) -> dict:
 def report(path: str | Path, overrides: list[str] = ()) -> Path:
     import papermill as pm
 
-    from xfer.report import publish_runs, render
+    from xfer.report import bottom_line, publish_runs, publishable, render
 
     out = collect(path, overrides)
     if (out / "results.csv").read_text().count("\n") < 2:  # no row under the header (or no header)
         raise NoResults("no results yet: run `make run` (or `xfer run <params>`) first")
     publish_runs(out)  # <report_dir>/runs/: the notebooks the report's numbers link to
     nb = out / "report.ipynb"
+    inside = out.resolve().is_relative_to(root().resolve())  # then named relative to the project, as it moves
     with RunLog(out) as log:  # the kernel's own warnings go to <report_dir>/log.txt, not the terminal
         pm.execute_notebook(str(root() / "notebooks" / "04_report.ipynb"), str(nb),
-                            parameters={"results_dir": str(out)}, kernel_name="python3", cwd=str(root()),
+                            parameters={"results_dir": os.path.relpath(out.resolve(), root().resolve()) if inside
+                                        else str(out)}, kernel_name="python3", cwd=str(root()),
                             progress_bar=False, stdout_file=log, stderr_file=log)
+    publishable(out)  # no machine path in it, every file world-readable: the folder can be moved and published
     print("report: " + " and ".join(str(f) for f in render(nb, out).values()))
+    print(bottom_line(nb), flush=True)  # the terminal ends with the answer, as the report begins with it
     return out
 
 

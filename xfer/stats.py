@@ -263,6 +263,7 @@ def primary(runs: pd.DataFrame, config: dict | None = None, definition: str = ""
         row.update(dose=d["text"] or "not recorded", dose_confounded=", ".join(d["confounded"]))
         rows.append(row)
     out = pd.DataFrame(rows).reindex(columns=PRIMARY_COLUMNS)
+    out["look_no"] = out["look"] + 1  # 1-based, as the report counts looks
     for flag in ("effect", "equivalent", "futile"):
         out[flag] = out["decision"] == flag
     out["underpowered"] = out["mde"] > out["bound"]
