@@ -35,7 +35,7 @@ from xfer import record
 from xfer.config import ConfigError, Grid, ModelConfig, Run, TargetConfig, expand, load_grid, split_overrides
 from xfer.data import read_checked
 from xfer.hub import revisions
-from xfer.paths import data_dir, from_runs, read_json, root, runs_dir, to_runs, write_json
+from xfer.paths import checkout, data_dir, from_runs, package_file, read_json, root, runs_dir, to_runs, write_json
 from xfer.tasks import TASKS, get_task
 from xfer.tasks.base import DataError
 
@@ -348,7 +348,7 @@ def execute(run: Run, upstream: str, log=None) -> None:
     tmp = folder / ".notebook.partial.ipynb"
     try:
         pm.execute_notebook(
-            str(root() / "notebooks" / NOTEBOOKS[run.phase]), str(tmp),
+            str(package_file("notebooks", NOTEBOOKS[run.phase])), str(tmp),
             parameters={"params": run.params, "upstream": upstream, "run_dir": str(folder)},
             kernel_name="python3", cwd=str(root()), progress_bar=False, stdout_file=log, stderr_file=log,
             **({"kernel_manager_class": KERNEL_MANAGER} if KERNEL_MANAGER else {}),
@@ -673,9 +673,10 @@ def provenance(checksums: dict) -> dict:
 
     import torch
 
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root(), capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root(),
-                           capture_output=True, text=True).stdout.strip()
+    code = checkout()  # an installed package has no commit; never the git repository a project folder may be
+    git = lambda *a: subprocess.run(["git", *a], cwd=code, capture_output=True, text=True).stdout.strip()
+    commit = git("rev-parse", "HEAD") if code else f"none: the installed package xfer {md.version('xfer')}"
+    dirty = code and git("status", "--porcelain", "--untracked-files=no")
     pkgs = {}
     for name in ("torch", "transformers", "datasets", "papermill", "pingouin", "pandas", "numpy", "seqeval"):
         try:
@@ -699,7 +700,7 @@ def report(path: str | Path, overrides: list[str] = ()) -> Path:
     publish_runs(out)  # <report_dir>/runs/: the notebooks the report's numbers link to
     nb = out / "report.ipynb"
     with RunLog(out) as log:  # the kernel's own warnings go to <report_dir>/log.txt, not the terminal
-        pm.execute_notebook(str(root() / "notebooks" / "04_report.ipynb"), str(nb),
+        pm.execute_notebook(str(package_file("notebooks", "04_report.ipynb")), str(nb),
                             parameters={"results_dir": str(out)}, kernel_name="python3", cwd=str(root()),
                             progress_bar=False, stdout_file=log, stderr_file=log)
     print("report: " + " and ".join(str(f) for f in render(nb, out).values()))
@@ -764,11 +765,14 @@ def fetch(grid: Grid, runs: dict[str, list[Run]]) -> None:
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="xfer", description=__doc__.split("\n\n")[0], epilog=EXAMPLES,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=["plan", "run", "report", "all", "status", "fetch", "tensorboard"],
+    ap.add_argument("command", choices=["plan", "run", "report", "all", "status", "fetch", "tensorboard", "init"],
                     help="plan: validate and print; run: execute what is not done; report: render; all: run then "
                          "report; status: progress per phase; fetch: download hub data and model; tensorboard: "
-                         "serve the grid's training curves (port XFER_TB_PORT, default 6006)")
-    ap.add_argument("params", help="a params/*.yaml grid")
+                         "serve the grid's training curves (port XFER_TB_PORT, default 6006); init [DIR]: write a "
+                         "starting project (presets, README, Makefile) into DIR (default: here)")
+    ap.add_argument("params", nargs="?", help="a params file (params/my.yaml) or a preset's name (cpu, smoke, ...)")
+    ap.add_argument("--root", metavar="DIR", help="the project folder: params/, runs/, report/, .cache/ (default: "
+                    "XFER_ROOT, else the current folder; in a checkout, the checkout)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a setting, e.g. --set intermediate.sizes=[0,100] --set seeds=[1] (YAML values); "
                          "the environment's XFER_SET holds more, blank-separated: 'seeds=[1, 2] target.size=50'")
@@ -780,6 +784,18 @@ def main(argv=None):
     ap.add_argument("--detach", action="store_true", default=bool(os.environ.get("XFER_DETACH")),
                     help="with the slurm executor: return right after submitting (make: DETACH=1)")
     args = ap.parse_args(argv)
+    if args.command == "init":
+        from xfer.project import init
+
+        return init(args.params or ".")
+    if args.params is None:
+        ap.error("the following arguments are required: params")
+    if args.root:
+        if not Path(args.root).is_dir():
+            print(f"error: --root: {args.root} is not a folder; allowed: an existing project folder "
+                  "(`xfer init DIR` writes one)", file=sys.stderr)
+            return 2
+        os.environ["XFER_ROOT"] = str(Path(args.root).resolve())  # the notebook kernels and Slurm jobs inherit it
     # `make ... SET=...` passes its overrides here, in the environment: no shell parses them again
     args.overrides = split_overrides(os.environ.get("XFER_SET", "")) + args.overrides
     if args.executor:
@@ -842,6 +858,11 @@ def main(argv=None):
         except GridStopped as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
+        except KeyboardInterrupt:  # Ctrl-C: one line, no traceback; every finished run is kept
+            finished = sum(is_done(r) for p in PHASES for r in runs[p])
+            print(f"\ninterrupted: {finished} of {sum(map(len, runs.values()))} runs finished; the same command "
+                  "resumes the grid, skipping them", file=sys.stderr)
+            return 130
         if counts["failed"] + counts["skipped"]:
             error = f"{counts['failed']} runs failed and {counts['skipped']} were skipped; the report lists them"
     if args.command in ("report", "all"):  # the report renders whatever failed, then the exit code says so
@@ -867,7 +888,7 @@ def interactive(phase: str, params: dict | None, upstream: str | None, folder: s
     pretrained encoder), writing to runs/interactive/<phase>/. The runner always passes all three."""
     if params is not None and upstream is not None and folder is not None:
         return params, upstream, Path(folder)
-    grid, runs = plan(root() / preset)
+    grid, runs = plan(preset)
     pre = runs["pretrained"][0]
     if not is_done(pre):
         prepare_pretrained(grid, pre)
