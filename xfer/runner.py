@@ -16,13 +16,16 @@ and the command exits 1. Usage:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import multiprocessing
 import os
 import re
 import shutil
+import signal
 import sys
+import threading
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -438,11 +441,17 @@ def run_grid(path: str | Path, phases=PHASES, overrides: list[str] = (), jobs: i
                     continue
                 note = progress(counts["done"] + counts["ran"] + counts["failed"] + counts["skipped"], total,
                                 started, took, left, jobs)
-                running[pool.submit(take, grid, run, up, label, run.id in feeds, note)] = (i, phase, run, time.time())
+                with ctrl_c_ignored():  # a worker this starts ignores the terminal's Ctrl-C: the runner stops it
+                    future = pool.submit(take, grid, run, up, label, run.id in feeds, note)
+                running[future] = (i, phase, run, time.time())
             if running:
                 done_now, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in done_now:
                     finish(*running.pop(future), *future.result())
+    except KeyboardInterrupt:  # stop the runs going now; their folders are rerun (or moved aside) next time
+        for process in list(pool._processes.values()):
+            process.terminate()
+        raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     for run, label in busy:  # the other worker's runs are part of this grid too: it is done when they are
@@ -453,15 +462,42 @@ def run_grid(path: str | Path, phases=PHASES, overrides: list[str] = (), jobs: i
     return counts
 
 
+def _exit(signum, frame):
+    """SIGTERM in a worker: unwind (the run's kernel is shut down, its lock released) and exit
+    as Python does, which unregisters the worker's semaphores; the default, an exit on the spot,
+    leaves them to the resource tracker, which warns of them as leaked."""
+    raise SystemExit(128 + signum)
+
+
+@contextlib.contextmanager
+def ctrl_c_ignored():
+    """Around starting a worker process: it starts with SIGINT ignored (and Python then installs
+    no KeyboardInterrupt for it), so a Ctrl-C in the terminal, which reaches every process of the
+    foreground group, interrupts the runner alone, which stops the workers itself; otherwise each
+    worker prints a traceback from wherever the signal found it.
+    SIGINT is blocked meanwhile, so a Ctrl-C at that instant reaches the runner just after."""
+    if threading.current_thread() is not threading.main_thread():  # signal handlers are the main thread's
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, handler)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def worker_init(warm: bool = True) -> None:
     """A worker process of `run_grid` goes when the runner goes (Linux: killed with it), so a
     killed runner leaves no worker training on; its notebook kernel then stops too (ipykernel
     exits when its parent does). With `warm`, its kernels are forked warm (`xfer.kernel`)."""
     global KERNEL_MANAGER
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by ctrl_c_ignored; still ignored
+    signal.signal(signal.SIGTERM, _exit)  # the runner's stop after a Ctrl-C: exit as Python, kernel shut down
     KERNEL_MANAGER = "xfer.kernel.WarmKernelManager" if warm else None
     try:
         import ctypes
-        import signal
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):  # not Linux: XFER_RUNNER_PID's check in the kernel still stops the run
