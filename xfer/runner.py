@@ -754,7 +754,8 @@ def summary(grid: Grid, runs: dict[str, list[Run]]) -> str:
 
 
 EXAMPLES = """examples:
-  xfer plan params/smoke.yaml                          validate, print runs, GPU hours and the primary test's MDE
+  xfer init my-study                                   a project folder: the presets, a README of the commands, a Makefile
+  xfer plan smoke                                      validate, print runs, GPU hours and the primary test's MDE
   xfer all params/cpu.yaml --set seeds=[1]             run what is not done, then render the report
   xfer run params/study.yaml --executor slurm          submit to Slurm and wait (--detach: return at once)
   xfer status params/study.yaml                        done / running / pending / failed per phase
