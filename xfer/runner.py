@@ -471,11 +471,11 @@ def _exit(signum, frame):
 
 @contextlib.contextmanager
 def ctrl_c_ignored():
-    """Around starting a worker process: it starts with SIGINT ignored (and Python then installs
-    no KeyboardInterrupt for it), so a Ctrl-C in the terminal, which reaches every process of the
-    foreground group, interrupts the runner alone, which stops the workers itself; otherwise each
-    worker prints a traceback from wherever the signal found it.
-    SIGINT is blocked meanwhile, so a Ctrl-C at that instant reaches the runner just after."""
+    """Around starting a worker process: it starts with SIGINT ignored (Python then installs no
+    KeyboardInterrupt for it), so a Ctrl-C in the terminal, which reaches every process of the
+    foreground group, interrupts the runner alone, and the runner stops the workers; otherwise each
+    worker prints a traceback from wherever the signal found it. SIGINT is blocked meanwhile, so
+    a Ctrl-C at that instant reaches the runner just after."""
     if threading.current_thread() is not threading.main_thread():  # signal handlers are the main thread's
         yield
         return
