@@ -448,7 +448,7 @@ def run_grid(path: str | Path, phases=PHASES, overrides: list[str] = (), jobs: i
                 done_now, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in done_now:
                     finish(*running.pop(future), *future.result())
-    except KeyboardInterrupt:  # stop the runs going now; their folders are rerun (or moved aside) next time
+    except KeyboardInterrupt:  # stop the runs going now (and their kernels); they are rerun next time
         for process in list(pool._processes.values()):
             process.terminate()
         raise
@@ -460,13 +460,6 @@ def run_grid(path: str | Path, phases=PHASES, overrides: list[str] = (), jobs: i
         counts["done" if is_done(run) else "failed" if (run_dir(run) / "error.json").exists() else "skipped"] += 1
     print(f"grid {grid.name}: {counts}", flush=True)
     return counts
-
-
-def _exit(signum, frame):
-    """SIGTERM in a worker: unwind (the run's kernel is shut down, its lock released) and exit
-    as Python does, which unregisters the worker's semaphores; the default, an exit on the spot,
-    leaves them to the resource tracker, which warns of them as leaked."""
-    raise SystemExit(128 + signum)
 
 
 @contextlib.contextmanager
@@ -493,8 +486,12 @@ def worker_init(warm: bool = True) -> None:
     killed runner leaves no worker training on; its notebook kernel then stops too (ipykernel
     exits when its parent does). With `warm`, its kernels are forked warm (`xfer.kernel`)."""
     global KERNEL_MANAGER
+    import tqdm
+
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by ctrl_c_ignored; still ignored
-    signal.signal(signal.SIGTERM, _exit)  # the runner's stop after a Ctrl-C: exit as Python, kernel shut down
+    # tqdm's default lock is a multiprocessing one, whose semaphore a worker stopped after a Ctrl-C
+    # leaves registered: the resource tracker then warns of it as leaked. Its bars go to the run's log.
+    tqdm.tqdm.set_lock(threading.RLock())
     KERNEL_MANAGER = "xfer.kernel.WarmKernelManager" if warm else None
     try:
         import ctypes
