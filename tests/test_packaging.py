@@ -31,6 +31,7 @@ def test_environment_yml_pins_equal_requirements():
     env = yaml.safe_load((root() / "environment.yml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     assert _pins(pip) == reqs
+    assert "-e ." in pip, "environment.yml installs xfer itself, as make setup does"
     assert not any(isinstance(d, str) and _name(d) in reqs for d in env["dependencies"]), \
         "a package pinned in requirements.txt also comes from a conda channel"
 

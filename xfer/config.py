@@ -16,7 +16,7 @@ import yaml
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator,
                       model_serializer, model_validator)
 
-from xfer.paths import output_path, plain_text, read_utf8, root
+from xfer.paths import output_path, package_file, plain_text, read_utf8, root
 
 
 class Strict(BaseModel):
@@ -422,7 +422,7 @@ def load_grid(path: str | Path, overrides: list[str] = ()) -> Grid:
     A params file may start from another: `extends: demo.yaml` (relative to the file) takes that
     file's settings and applies this file's other keys to them as overrides, so a variant of a
     study is a few lines of data rather than a copy that drifts."""
-    raw = _read_params(Path(path))
+    raw = _read_params(params_path(path))
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep:
@@ -484,7 +484,7 @@ def parse_yaml(text: str, where: str):
 
 def _read_params(path: Path, seen: tuple = ()) -> dict:
     if not path.exists():
-        raise ConfigError(f"params file {path} does not exist (presets: {', '.join(presets())})")
+        raise ConfigError(f"params file {path} does not exist; allowed: a YAML file, or a preset: {', '.join(presets())}")
     try:
         raw = parse_yaml(read_utf8(path), str(path))
     except UnicodeError as e:
@@ -550,7 +550,24 @@ def _override(node, key: str, value, item: str) -> None:
 
 
 def presets() -> list[str]:
-    return sorted(str(p.relative_to(root())) for p in (root() / "params").glob("*.yaml"))
+    """Preset names: the project's params/*.yaml and those shipped inside the package."""
+    return sorted({p.stem for folder in (root() / "params", package_file("params")) for p in folder.glob("*.yaml")})
+
+
+def params_path(value: str | Path) -> Path:
+    """The params file a user names: a path (from the current folder, else the project folder),
+    or a preset, as `cpu`, `cpu.yaml` or `params/cpu.yaml`: the project's params/cpu.yaml, else
+    the one shipped with the package, so `xfer plan cpu` works in any folder."""
+    path = Path(value)
+    if path.is_file() or path.is_absolute():
+        return path
+    if (root() / path).is_file():
+        return root() / path
+    if path.parent in (Path("."), Path("params")) and path.suffix in ("", ".yaml"):
+        for folder in (root() / "params", package_file("params")):
+            if (folder / f"{path.stem}.yaml").is_file():
+                return folder / f"{path.stem}.yaml"
+    return path
 
 
 # ---------------------------------------------------------------------------- grid expansion

@@ -8,13 +8,36 @@ import os
 import re
 import shutil
 import tempfile
+from importlib import resources
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = Path(__file__).resolve().parent
+ROOT = PACKAGE.parent  # the checkout when the package runs from one; site-packages when installed
+
+
+def checkout() -> Path | None:
+    """The source checkout the package runs from (an editable install or PYTHONPATH), or None
+    when it is installed: a wheel's parent folder is site-packages, never a project."""
+    return ROOT if (ROOT / "pyproject.toml").is_file() and (ROOT / "Makefile").is_file() else None
 
 
 def root() -> Path:
-    return Path(os.environ.get("XFER_ROOT", ROOT))
+    """The project folder: params/, runs/, report/, .cache/ and data/ live here. `XFER_ROOT`
+    (the runner's `--root`) wins; else the current folder when it holds a params/ folder (a
+    project `xfer init` wrote, or a checkout); else the checkout the package runs from (a
+    notebook opened in its notebooks/ folder); else the current folder. So an installed package
+    never writes inside site-packages, and a checkout works as it always did."""
+    if env := os.environ.get("XFER_ROOT"):
+        return Path(env)
+    here = Path.cwd()
+    return here if (here / "params").is_dir() and here.resolve() != PACKAGE else checkout() or here
+
+
+def package_file(*parts: str) -> Path:
+    """A file shipped inside the package (phase notebooks, presets, languages.csv): the same
+    file whether xfer is installed or checked out (`notebooks/` and `params/` in a checkout are
+    links to these folders)."""
+    return Path(str(resources.files("xfer").joinpath(*parts)))
 
 
 def runs_dir() -> Path:

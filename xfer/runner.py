@@ -16,13 +16,16 @@ and the command exits 1. Usage:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import multiprocessing
 import os
 import re
 import shutil
+import signal
 import sys
+import threading
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -36,7 +39,7 @@ from xfer.config import (ConfigError, Grid, ModelConfig, Run, TargetConfig, expa
                          split_overrides)
 from xfer.data import read_checked
 from xfer.hub import revisions
-from xfer.paths import data_dir, from_runs, read_json, root, runs_dir, to_runs, write_json
+from xfer.paths import checkout, data_dir, from_runs, package_file, read_json, root, runs_dir, to_runs, write_json
 from xfer.tasks import TASKS, get_task
 from xfer.tasks.base import DataError
 
@@ -349,7 +352,7 @@ def execute(run: Run, upstream: str, log=None) -> None:
     tmp = folder / ".notebook.partial.ipynb"
     try:
         pm.execute_notebook(
-            str(root() / "notebooks" / NOTEBOOKS[run.phase]), str(tmp),
+            str(package_file("notebooks", NOTEBOOKS[run.phase])), str(tmp),
             parameters={"params": run.params, "upstream": upstream, "run_dir": str(folder)},
             kernel_name="python3", cwd=str(root()), progress_bar=False, stdout_file=log, stderr_file=log,
             **({"kernel_manager_class": KERNEL_MANAGER} if KERNEL_MANAGER else {}),
@@ -443,11 +446,17 @@ def run_grid(path: str | Path, phases=PHASES, overrides: list[str] = (), jobs: i
                     continue
                 note = progress(counts["done"] + counts["ran"] + counts["failed"] + counts["skipped"], total,
                                 started, took, left, jobs)
-                running[pool.submit(take, grid, run, up, label, run.id in feeds, note)] = (i, phase, run, time.time())
+                with ctrl_c_ignored():  # a worker this starts ignores the terminal's Ctrl-C: the runner stops it
+                    future = pool.submit(take, grid, run, up, label, run.id in feeds, note)
+                running[future] = (i, phase, run, time.time())
             if running:
                 done_now, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in done_now:
                     finish(*running.pop(future), *future.result())
+    except KeyboardInterrupt:  # stop the runs going now (and their kernels); they are rerun next time
+        for process in list(pool._processes.values()):
+            process.terminate()
+        raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     for run, label in busy:  # the other worker's runs are part of this grid too: it is done when they are
@@ -461,7 +470,7 @@ def run_grid(path: str | Path, phases=PHASES, overrides: list[str] = (), jobs: i
 def run_looks(path: str | Path, grid: Grid, overrides: list[str] = ()) -> dict:
     """Run the grid; with `analysis.sequential`, look by look: the first look's seeds, then the
     primary test on the finished seeds (`xfer.stats.primary`, the report's own rule), and the next
-    look's seeds only while no target has... every target is undecided. A rerun recomputes each look's
+    look's seeds only while some target is undecided. A rerun recomputes each look's
     decision from the finished runs, so it stops where the first run stopped."""
     seq = grid.analysis.sequential
     if seq is None:
@@ -503,15 +512,39 @@ def look_decision(path: str | Path, overrides: list[str] = ()) -> tuple[str, boo
     return "\n".join([f"sequential test after {int(table['n_seeds'].max()) if len(table) else 0} seeds:"] + words), decided
 
 
+@contextlib.contextmanager
+def ctrl_c_ignored():
+    """Around starting a worker process: it starts with SIGINT ignored (Python then installs no
+    KeyboardInterrupt for it), so a Ctrl-C in the terminal, which reaches every process of the
+    foreground group, interrupts the runner alone, and the runner stops the workers; otherwise each
+    worker prints a traceback from wherever the signal found it. SIGINT is blocked meanwhile, so
+    a Ctrl-C at that instant reaches the runner just after."""
+    if threading.current_thread() is not threading.main_thread():  # signal handlers are the main thread's
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, handler)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def worker_init(warm: bool = True) -> None:
     """A worker process of `run_grid` goes when the runner goes (Linux: killed with it), so a
     killed runner leaves no worker training on; its notebook kernel then stops too (ipykernel
     exits when its parent does). With `warm`, its kernels are forked warm (`xfer.kernel`)."""
     global KERNEL_MANAGER
+    import tqdm
+
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by ctrl_c_ignored; still ignored
+    # tqdm's default lock is a multiprocessing one, whose semaphore a worker stopped after a Ctrl-C
+    # leaves registered: the resource tracker then warns of it as leaked. Its bars go to the run's log.
+    tqdm.tqdm.set_lock(threading.RLock())
     KERNEL_MANAGER = "xfer.kernel.WarmKernelManager" if warm else None
     try:
         import ctypes
-        import signal
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):  # not Linux: XFER_RUNNER_PID's check in the kernel still stops the run
@@ -745,9 +778,10 @@ def provenance(checksums: dict) -> dict:
 
     import torch
 
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root(), capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root(),
-                           capture_output=True, text=True).stdout.strip()
+    code = checkout()  # an installed package has no commit; never the git repository a project folder may be
+    git = lambda *a: subprocess.run(["git", *a], cwd=code, capture_output=True, text=True).stdout.strip()
+    commit = git("rev-parse", "HEAD") if code else f"none: the installed package xfer {md.version('xfer')}"
+    dirty = code and git("status", "--porcelain", "--untracked-files=no")
     pkgs = {}
     for name in ("torch", "transformers", "datasets", "papermill", "pingouin", "pandas", "numpy", "seqeval"):
         try:
@@ -772,7 +806,7 @@ def report(path: str | Path, overrides: list[str] = ()) -> Path:
     nb = out / "report.ipynb"
     inside = out.resolve().is_relative_to(root().resolve())  # then named relative to the project, as it moves
     with RunLog(out) as log:  # the kernel's own warnings go to <report_dir>/log.txt, not the terminal
-        pm.execute_notebook(str(root() / "notebooks" / "04_report.ipynb"), str(nb),
+        pm.execute_notebook(str(package_file("notebooks", "04_report.ipynb")), str(nb),
                             parameters={"results_dir": os.path.relpath(out.resolve(), root().resolve()) if inside
                                         else str(out)}, kernel_name="python3", cwd=str(root()),
                             progress_bar=False, stdout_file=log, stderr_file=log)
@@ -793,7 +827,8 @@ def summary(grid: Grid, runs: dict[str, list[Run]]) -> str:
 
 
 EXAMPLES = """examples:
-  xfer plan params/smoke.yaml                          validate, print runs, GPU hours and the primary test's MDE
+  xfer init my-study                                   a project folder: the presets, a README of the commands, a Makefile
+  xfer plan smoke                                      validate, print runs, GPU hours and the primary test's MDE
   xfer all params/cpu.yaml --set seeds=[1]             run what is not done, then render the report
   xfer run params/study.yaml --executor slurm          submit to Slurm and wait (--detach: return at once)
   xfer status params/study.yaml                        done / running / pending / failed per phase
@@ -840,11 +875,14 @@ def fetch(grid: Grid, runs: dict[str, list[Run]]) -> None:
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="xfer", description=__doc__.split("\n\n")[0], epilog=EXAMPLES,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=["plan", "run", "report", "all", "status", "fetch", "tensorboard"],
+    ap.add_argument("command", choices=["plan", "run", "report", "all", "status", "fetch", "tensorboard", "init"],
                     help="plan: validate and print; run: execute what is not done; report: render; all: run then "
                          "report; status: progress per phase; fetch: download hub data and model; tensorboard: "
-                         "serve the grid's training curves (port XFER_TB_PORT, default 6006)")
-    ap.add_argument("params", help="a params/*.yaml grid")
+                         "serve the grid's training curves (port XFER_TB_PORT, default 6006); init [DIR]: write a "
+                         "starting project (presets, README, Makefile) into DIR (default: here)")
+    ap.add_argument("params", nargs="?", help="a params file (params/my.yaml) or a preset's name (cpu, smoke, ...)")
+    ap.add_argument("--root", metavar="DIR", help="the project folder: params/, runs/, report/, .cache/ (default: "
+                    "XFER_ROOT, else the current folder; in a checkout, the checkout)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a setting, e.g. --set intermediate.sizes=[0,100] --set seeds=[1] (YAML values); "
                          "the environment's XFER_SET holds more, blank-separated: 'seeds=[1, 2] target.size=50'")
@@ -856,6 +894,18 @@ def main(argv=None):
     ap.add_argument("--detach", action="store_true", default=bool(os.environ.get("XFER_DETACH")),
                     help="with the slurm executor: return right after submitting (make: DETACH=1)")
     args = ap.parse_args(argv)
+    if args.command == "init":
+        from xfer.project import init
+
+        return init(args.params or ".")
+    if args.params is None:
+        ap.error("the following arguments are required: params")
+    if args.root:
+        if not Path(args.root).is_dir():
+            print(f"error: --root: {args.root} is not a folder; allowed: an existing project folder "
+                  "(`xfer init DIR` writes one)", file=sys.stderr)
+            return 2
+        os.environ["XFER_ROOT"] = str(Path(args.root).resolve())  # the notebook kernels and Slurm jobs inherit it
     # `make ... SET=...` passes its overrides here, in the environment: no shell parses them again
     args.overrides = split_overrides(os.environ.get("XFER_SET", "")) + args.overrides
     if args.executor:
@@ -920,6 +970,11 @@ def main(argv=None):
         except GridStopped as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
+        except KeyboardInterrupt:  # Ctrl-C: one line, no traceback; every finished run is kept
+            finished = sum(is_done(r) for p in PHASES for r in runs[p])
+            print(f"\ninterrupted: {finished} of {sum(map(len, runs.values()))} runs finished; the same command "
+                  "resumes the grid, skipping them", file=sys.stderr)
+            return 130
         if counts["failed"] + counts["skipped"]:
             error = f"{counts['failed']} runs failed and {counts['skipped']} were skipped; the report lists them"
     if args.command in ("report", "all"):  # the report renders whatever failed, then the exit code says so
@@ -945,7 +1000,7 @@ def interactive(phase: str, params: dict | None, upstream: str | None, folder: s
     pretrained encoder), writing to runs/interactive/<phase>/. The runner always passes all three."""
     if params is not None and upstream is not None and folder is not None:
         return params, upstream, Path(folder)
-    grid, runs = plan(root() / preset)
+    grid, runs = plan(preset)
     pre = runs["pretrained"][0]
     if not is_done(pre):
         prepare_pretrained(grid, pre)

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from xfer.paths import data_dir, read_utf8, root
+from xfer.paths import data_dir, package_file, read_utf8
 
 
 def pad(features: list[dict], pad_id: int) -> dict:
@@ -28,7 +28,7 @@ def pad(features: list[dict], pad_id: int) -> dict:
 def _languages_table() -> list[dict]:
     import csv
 
-    with open(root() / "xfer" / "languages.csv", encoding="utf-8") as f:
+    with open(package_file("languages.csv"), encoding="utf-8") as f:
         return list(csv.DictReader(f))
 
 

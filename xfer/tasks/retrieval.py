@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from xfer.paths import data_dir, root
+from xfer.paths import data_dir, package_file, root
 from xfer.tasks.base import DataError, Task, open_utf8, pad, read_json
 
 
@@ -237,7 +237,7 @@ TATOEBA_INDIVIDUAL = {"cmn": "zho", "swh": "swa", "pes": "fas", "zsm": "msa"}  #
 @cache
 def iso639_3_to_1() -> dict[str, str]:
     """ISO 639-3 -> the project's ISO 639-1 codes (xfer/languages.csv, else the shared metadata)."""
-    path = root() / "xfer" / "languages.csv"
+    path = package_file("languages.csv")
     if not path.exists():
         path = root().parent / "shared" / "metadata" / "xtreme_r_languages.csv"
     with open(path, encoding="utf-8") as f:

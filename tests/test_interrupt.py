@@ -1,0 +1,56 @@
+"""Ctrl-C in a terminal: the signal reaches every process of the foreground group (the runner,
+its workers); the grid stops with one line and no traceback or warning, the finished runs stay done."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from xfer.paths import root
+from xfer.runner import is_done, plan
+
+
+def living(marker: str) -> list[str]:
+    """The processes (not zombies) whose environment holds `marker`: a grid's runner, workers and
+    notebook kernels (in sessions of their own) all inherit the runner's environment."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            environ, command = (proc / "environ").read_bytes(), (proc / "cmdline").read_bytes()
+        except OSError:  # ended meanwhile
+            continue
+        if b"\0" + marker.encode() + b"\0" in b"\0" + environ + b"\0":
+            found.append(f"{proc.name} {command.replace(bytes(1), b' ')[:150].decode()}")
+    return found
+
+
+def test_ctrl_c_stops_the_grid_in_one_line(micro_grid):
+    path = micro_grid()
+    proc = subprocess.Popen([sys.executable, "-m", "xfer.runner", "run", str(path)], cwd=root(), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        seen = []
+        for line in proc.stdout:  # the pretrained run is done and the next runs have started
+            seen.append(line)
+            if any(": done in" in s for s in seen) and ": running" in line:
+                break
+        os.killpg(proc.pid, signal.SIGINT)  # as a terminal does: the whole process group
+        _, err = proc.communicate(timeout=180)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert re.fullmatch(r"interrupted: [12] of 6 runs finished; the same command resumes the grid, skipping them",
+                        err.strip()), err  # nothing else: no worker's traceback, no leaked-semaphore warning
+    marker = f"XFER_RUNS={os.environ['XFER_RUNS']}"
+    for _ in range(30):  # a kernel notices within a second or two that its worker is gone
+        if not living(marker):
+            break
+        time.sleep(0.5)
+    assert living(marker) == [], "a process of the grid is still running"
+    _, runs = plan(path)
+    assert is_done(runs["pretrained"][0])
+    finished = int(err.split()[1])
+    assert sum(is_done(r) for rs in runs.values() for r in rs) == finished
