@@ -58,7 +58,7 @@ def test_a_preset_by_name_from_any_folder(tmp_path, monkeypatch):
     (tmp_path / "params" / "cpu.yaml").write_text("name: mine\n")
     assert params_path("cpu") == tmp_path / "params" / "cpu.yaml"  # the project's own copy wins
     with pytest.raises(ConfigError, match=r"params file nosuch does not exist; allowed: a YAML file, or a preset: "
-                                          r"cpu, demo, demo_quick, gpu, paper, smoke, study, tasks$"):
+                                          r"answer, cpu, demo, demo_quick, gpu, paper, smoke, study, tasks, template$"):
         load_grid("nosuch")
 
 
