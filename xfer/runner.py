@@ -75,7 +75,8 @@ def validate(grid: Grid) -> tuple[Grid, dict]:
         folder = data_dir()
     except FileNotFoundError as e:
         raise ConfigError(str(e)) from None
-    if folder is None and os.environ.get("HF_DATASETS_OFFLINE") == "1":
+    # offline with no folder named: a mistake; XFER_DATA_DIR=hub offline reads a prefetched cache (`make fetch`)
+    if folder is None and os.environ.get("HF_DATASETS_OFFLINE") == "1" and os.environ.get("XFER_DATA_DIR") != "hub":
         raise ConfigError("no data folder: set XFER_DATA_DIR to the unpacked benchmark files "
                           "(`make data` unpacks ../shared/data into data/raw), or unset HF_DATASETS_OFFLINE to use the hub")
     if grid.model.source == "local" and not (Path(grid.model.name) / "config.json").is_file():
