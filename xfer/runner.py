@@ -788,15 +788,19 @@ def main(argv=None):
     if args.jobs:
         args.overrides.append(f"executor.jobs={args.jobs}")
     try:
+        if args.command == "status" and args.executor != "local":
+            from xfer import slurm as cluster
+
+            if cluster.on_record(args.params, args.overrides):  # Slurm jobs on record: no EXECUTOR flag needed
+                print(cluster.describe(cluster.status(args.params, args.overrides)))
+                return 0
         grid, runs = plan(args.params, args.overrides)
     except ConfigError as e:
         print("\n".join(f"error: {line}" for line in str(e).splitlines()), file=sys.stderr)
         return 2
     slurm = grid.executor.kind == "slurm"
     if args.command == "status":
-        from xfer import slurm as cluster
-
-        print(cluster.describe(cluster.status(args.params, args.overrides)) if slurm else status_table(grid, runs))
+        print(status_table(grid, runs))
         return 0
     if args.command == "tensorboard":
         logdirs = tensorboard_logdirs(runs)
@@ -828,7 +832,11 @@ def main(argv=None):
     if args.command in ("run", "all") and slurm:
         from xfer import slurm as cluster
 
-        submitted = cluster.submit(args.params, args.overrides)
+        try:
+            submitted = cluster.submit(args.params, args.overrides)
+        except cluster.SubmitError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
         print(f"submitted {len(submitted)} runs to Slurm; `make status PARAMS={args.params}` shows them", flush=True)
         if args.detach:
             return 0
