@@ -178,16 +178,11 @@ def write_model(home: Path, repo: str = "FacebookAI/xlm-roberta-large", hidden: 
 
 
 def build(home: Path, files: list, cap: int = 64) -> Path:
-    """The cache for a grid's data signature `files` ([task, lang, split] triples) and its model,
-    with the dev split of each training set and of each target trained on another task (model
-    selection reads them); returns `home` (set HF_HOME to it)."""
-    from xfer.tasks import get_task
-
+    """The cache for a grid's data signature `files` ([task, lang, split] triples: its training,
+    dev and evaluation splits) and its model; returns `home` (set HF_HOME to it)."""
     need: dict[tuple[str, str], set] = {}
     for task_name, lang, split in files:
         need.setdefault((task_name, lang), set()).add(split)
-        if split == "train" and "dev" in get_task(task_name).splits:
-            need[task_name, lang].add("dev")
     for (task_name, lang), splits in sorted(need.items()):
         write_task(home, task_name, lang, splits, cap)
     write_model(home)

@@ -160,6 +160,8 @@ def validate(grid: Grid) -> tuple[Grid, dict]:
                 allowed = sorted(set().union(*offered.values()))
                 raise ConfigError(f"evaluate.languages: {lang!r} has no labelled data in any target "
                                   f"({', '.join(offered)}); allowed: {', '.join(allowed)} or 'all'")
+    files |= _dev_files(grid, {(name, lang) for name in grid.intermediate.tasks if "+" not in name
+                               for lang in grid.intermediate.languages_of(name) or own.get(name, [])})
     checksums = {}
     for task_name, lang, split in sorted(files):
         task = get_task(task_name)
@@ -176,6 +178,27 @@ def validate(grid: Grid) -> tuple[Grid, dict]:
     for note in notes:  # once the grid is valid
         print(note, file=sys.stderr)
     return grid, signature
+
+
+def _dev_files(grid: Grid, corpora: set) -> set:
+    """The dev splits model selection reads (`train.eval_every`): part of the data signature, so
+    they are checked before training, enter the run ids and travel with `make carry`."""
+    from xfer.data import dev_task
+
+    wanted = []
+    if any(arm.eval_every for arm in grid.intermediate.arms()):
+        wanted += [("intermediate.train.eval_every", {"task": name, "language": lang}) for name, lang in sorted(corpora)]
+    for i, tc in enumerate(grid.targets):
+        if tc.train is not None and tc.train.eval_every:
+            wanted.append((f"target[{i}].train.eval_every" if len(grid.targets) > 1 else "target.train.eval_every",
+                           {"task": tc.trained_on, "language": tc.language, "select_task": tc.task if tc.train_task else None}))
+    out = set()
+    for field, params in wanted:
+        try:
+            out.add((dev_task(params).name, params["language"], "dev"))
+        except DataError as e:
+            raise ConfigError(f"{field}: {e}") from None
+    return out
 
 
 def plan(path: str | Path, overrides: list[str] = ()) -> tuple[Grid, dict[str, list[Run]]]:
