@@ -54,7 +54,7 @@ def hub(tmp_path, monkeypatch, data):
     """The study's hub datasets and model in an offline cache in this test's folder."""
     monkeypatch.setenv("XFER_DATA_DIR", str(data))  # the real files the cache is written from
     t0 = time.time()
-    home = hub_cache.build(tmp_path / "hf", hub_cache.hub_files(STUDY, MINIATURE))
+    home = hub_cache.build_once(tmp_path / "hf", hub_cache.hub_files(STUDY, MINIATURE))
     print(f"hub cache laid out in {time.time() - t0:.0f}s")
     for k, v in {**hub_cache.environ(home), "XFER_DATA_DIR": "hub"}.items():
         monkeypatch.setenv(k, v)
