@@ -68,12 +68,11 @@ def _wait_done(grid_file, overrides, job, seen, timeout=900):
     raise TimeoutError(slurm.describe(slurm.status(grid_file, overrides)))
 
 
-def _steps(notebook_text: str) -> list[int]:
-    return [int(s) for s in re.findall(r"resuming from step (\d+)", notebook_text)]
+def _steps(text: str) -> list[int]:
+    return [int(s) for s in re.findall(r"resuming from step (\d+)", text)]
 
 
-def test_requeued_by_scontrol_and_by_time_limit_resume_and_equal_an_uninterrupted_run(
-        cluster, micro_grid, tmp_path, monkeypatch, capsys):
+def test_requeued_by_scontrol_resumes_and_equals_an_uninterrupted_run(cluster, micro_grid, tmp_path, monkeypatch):
     grid_file = micro_grid(steps=60)
     monkeypatch.setenv("XFER_RUNS", str(tmp_path / "runs-local"))
     assert runner.run_grid(grid_file, overrides=ONE_LANGUAGE)["failed"] == 0
@@ -91,23 +90,31 @@ def test_requeued_by_scontrol_and_by_time_limit_resume_and_equal_an_uninterrupte
         time.sleep(0.5)
     assert state.exists(), slurm.describe(slurm.status(grid_file, overrides))
     job = submitted[sw.id]["job"]
+    by_id = {r.id: r for rs in runs.values() for r in rs}
+    done = {r.id: (runner.run_dir(r) / "metrics.json").stat().st_mtime_ns for r in by_id.values() if runner.is_done(r)}
+    assert done  # the pretrained run at least: it must not run again
     subprocess.run(["scontrol", "requeue", job], check=True)
     seen = set()
     table = _wait_done(grid_file, overrides, job, seen)
     assert all(not t["failed"] for t in table.values()), slurm.describe(table)
     assert int(_job(job)["Restarts"]) >= 1
-    steps = _steps((runner.run_dir(sw) / "notebook.ipynb").read_text())
+    steps = _steps((runner.run_dir(sw) / "log.txt").read_text())
     print(f"scontrol requeue of job {job}: resumed from step {steps}")
     assert steps and 0 < steps[0] < 60
     requeued_csv = (runner.collect(grid_file, overrides) / "results.csv").read_bytes()
     assert requeued_csv == local_csv
+    assert all((runner.run_dir(by_id[i]) / "metrics.json").stat().st_mtime_ns == t for i, t in done.items())
 
-    # (2) time limit: one minute for the intermediate job, signalled 30 s before it; the job
-    # checkpoints and requeues itself (srun passes submitit the signal) and finishes afterwards
+
+def test_a_job_at_its_time_limit_requeues_itself_and_finishes(cluster, micro_grid, tmp_path, monkeypatch):
+    """Two minutes for the intermediate job, signalled 60 s before the end (a one-minute limit
+    left too little time past the kernel's start on 2 busy cores: every attempt was signalled
+    before training began); the job requeues itself (srun passes submitit the signal) and the run
+    resumes from its last state until it finishes."""
     monkeypatch.setenv("XFER_RUNS", str(tmp_path / "runs-timeout"))
-    grid_file = micro_grid(steps=2000, name="long.yaml")
+    grid_file = micro_grid(steps=1500, name="long.yaml")
     limit = ["intermediate.languages=[sw]", "intermediate.train.save_every=50", *RESOURCES,
-             "executor.phases={intermediate: {time_min: 1, signal_s: 30}}"]
+             "executor.phases={intermediate: {time_min: 2, signal_s: 60, requeues: 20}}"]
     grid, runs = runner.plan(grid_file, limit)
     sw = runs["intermediate"][0]
     job = slurm.submit(grid_file, limit)[sw.id]["job"]
@@ -115,20 +122,28 @@ def test_requeued_by_scontrol_and_by_time_limit_resume_and_equal_an_uninterrupte
     table = _wait_done(grid_file, limit, job, seen, timeout=1200)
     assert all(not t["failed"] for t in table.values()), slurm.describe(table)
     restarts = int(_job(job)["Restarts"])
-    steps = _steps((runner.run_dir(sw) / "notebook.ipynb").read_text())
+    steps = _steps((runner.run_dir(sw) / "log.txt").read_text())  # every attempt's, appended
     log = "\n".join(p.read_text() for p in (runs_dir_of(tmp_path, "runs-timeout")).rglob(f"{job.split('_')[0]}*_log.*"))
-    print(f"time limit 1 min, job {job}: {restarts} requeues, resumed from steps {steps}")
+    print(f"time limit 2 min, job {job}: {restarts} requeues, resumed from steps {steps}")
     assert restarts >= 1 and steps, log[-2000:]
     assert "timed-out" in log or "USR2" in log, log[-2000:]
     metrics = read_json(runner.run_dir(sw) / "metrics.json")
-    assert metrics["steps"] == 2000
+    assert metrics["steps"] == 1500
 
 
 def runs_dir_of(tmp_path, name):
     return tmp_path / name / "slurm" / "logs"
 
 
-def test_arrays_split_to_max_array_size_and_a_second_submission_joins(micro_grid, tmp_path, monkeypatch, capsys):
+def test_arrays_split_to_max_array_size_and_a_second_submission_joins(micro_grid, data, tmp_path, monkeypatch,
+                                                                      capsys):
+    # the grid's data folder: links to the real files, so one can be damaged after the grid ran
+    farm = tmp_path / "data" / "xtreme"
+    (farm / "panx").mkdir(parents=True)
+    (farm / "udpos").symlink_to(data / "xtreme" / "udpos")
+    for f in (data / "xtreme" / "panx").iterdir():
+        (farm / "panx" / f.name).symlink_to(f)
+    monkeypatch.setenv("XFER_DATA_DIR", str(tmp_path / "data"))
     c = _cluster(tmp_path, monkeypatch, extra="MaxArraySize=2")
     try:
         grid_file = micro_grid(steps=4)
@@ -148,6 +163,14 @@ def test_arrays_split_to_max_array_size_and_a_second_submission_joins(micro_grid
         assert re.search(r"(pending|running): \w+ \S+ \(Slurm job \d+_\d+\)", said), said
         table = slurm.wait(grid_file, overrides, poll=2, timeout=900)
         assert all(runner.is_done(r) for rs in runs.values() for r in rs), slurm.describe(table)
+        # a damaged data file: the grid cannot be planned, its status still shows from the record
+        bad = farm / "panx" / "train-sw.tsv"
+        bad.unlink()
+        bad.write_bytes(b"Sioux\tB-ORG\n\xff\tO\n")
+        assert runner.main(["status", str(grid_file), "--set", overrides[0]]) == 0
+        said = capsys.readouterr()
+        assert "cannot be planned" in said.err and "train-sw.tsv" in said.err, said.err
+        assert re.search(r"evaluate\s+3\s+0\s+0\s+0\s+0", said.out), said.out
     finally:
         c.stop()
 

@@ -71,7 +71,8 @@ def _executor(grid, phase: str):
     ex.update_parameters(timeout_min=res.time_min, cpus_per_task=res.cpus_per_task, mem_gb=res.mem_gb,
                          slurm_partition=res.partition, slurm_account=res.account, slurm_qos=res.qos,
                          slurm_array_parallelism=grid.executor.array_parallelism, slurm_job_name=f"xfer-{phase}",
-                         slurm_additional_parameters=extra, slurm_signal_delay_s=res.signal_s)
+                         slurm_additional_parameters=extra, slurm_signal_delay_s=res.signal_s,
+                         slurm_max_num_timeout=res.requeues)
     return ex
 
 
