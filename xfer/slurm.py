@@ -64,15 +64,15 @@ def _scontrol(*args: str) -> str:
 
 def _executor(grid, phase: str):
     res = grid.executor.resources(phase)
-    ex = submitit.AutoExecutor(folder=runs_dir() / "slurm" / "logs" / "%j", cluster="slurm")
+    ex = submitit.AutoExecutor(folder=runs_dir() / "slurm" / "logs" / "%j", cluster="slurm",
+                               slurm_max_num_timeout=res.requeues)
     extra = {"hold": True, "kill-on-invalid-dep": "yes", "requeue": True, **res.sbatch}
     if res.gpus:
         extra["gres"] = f"gpu:{res.gpus}"
     ex.update_parameters(timeout_min=res.time_min, cpus_per_task=res.cpus_per_task, mem_gb=res.mem_gb,
                          slurm_partition=res.partition, slurm_account=res.account, slurm_qos=res.qos,
                          slurm_array_parallelism=grid.executor.array_parallelism, slurm_job_name=f"xfer-{phase}",
-                         slurm_additional_parameters=extra, slurm_signal_delay_s=res.signal_s,
-                         slurm_max_num_timeout=res.requeues)
+                         slurm_additional_parameters=extra, slurm_signal_delay_s=res.signal_s)
     return ex
 
 
