@@ -135,7 +135,7 @@ def runs_dir_of(tmp_path, name):
     return tmp_path / name / "slurm" / "logs"
 
 
-def test_arrays_split_to_max_array_size_and_a_second_submission_joins(micro_grid, data, tmp_path, monkeypatch,
+def test_phases_split_to_max_array_size_and_a_second_submission_joins(micro_grid, data, tmp_path, monkeypatch,
                                                                       capsys):
     # the grid's data folder: links to the real files, so one can be damaged after the grid ran
     farm = tmp_path / "data" / "xtreme"
