@@ -35,8 +35,9 @@ def available() -> str | None:
 
 
 class Cluster:
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, extra: str = ""):
         self.dir = Path(folder)
+        self.extra = extra  # more slurm.conf lines, e.g. "MaxArraySize=4"
         self.conf = self.dir / "slurm.conf"
         # munged runs as user munge, who cannot enter a root-only folder such as pytest's tmp_path
         self.munge = Path(tempfile.mkdtemp(prefix="xfer-munge-"))
@@ -80,6 +81,7 @@ AccountingStorageType=accounting_storage/none
 GresTypes=gpu
 {node} Gres=gpu:2 State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+{self.extra}
 """)
         (self.dir / "gres.conf").write_text(f"NodeName={node.split()[0].split('=')[1]} Name=gpu File={d}/gpu/nvidia[0-1]\n")
 

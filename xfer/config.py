@@ -276,6 +276,10 @@ class SlurmResources(Strict):
     cpus_per_task: int = Field(8, ge=1, le=1024)
     mem_gb: float = Field(64, gt=0, le=4096)
     time_min: int = Field(24 * 60, ge=1, le=60 * 24 * 30)
+    # seconds before the time limit at which Slurm signals the job (srun passes it on): it requeues
+    # itself and resumes from the run's last training state (train.save_every)
+    signal_s: int = Field(120, ge=10, le=3600)
+    requeues: int = Field(3, ge=0, le=1000)  # time-limit requeues per job before it ends TIMEOUT (preemptions: unlimited)
     account: str | None = None
     qos: str | None = None
     sbatch: dict[str, str | int | bool] = {}

@@ -93,3 +93,19 @@ def read_checked(task, lang: str, split: str) -> tuple[int, dict[str, str]]:
         except OSError:  # a read-only cache folder costs speed, not correctness
             pass
     return seen[1], {str(p): digests[str(p.resolve())][2] for p in paths}
+
+
+def dev_task(params: dict):
+    """The task whose dev split selects the model: the evaluated target's own (XNLI's English dev
+    for a model trained on MNLI, as the paper stops early) when it has the training language,
+    else the training task's (COPA's for XCOPA, which has no English)."""
+    for name in (params.get("select_task"), params["task"]):
+        if name is None:
+            continue
+        try:
+            if params["language"] in get_task(name).languages("dev"):
+                return get_task(name)
+        except DataError:
+            continue
+    raise DataError(f"model selection (train.eval_every) needs a dev split in {params['language']!r} of "
+                    f"{params.get('select_task') or params['task']} or {params['task']}; none found: unset eval_every")

@@ -79,7 +79,8 @@ def validate(grid: Grid) -> tuple[Grid, dict]:
         folder = data_dir()
     except FileNotFoundError as e:
         raise ConfigError(str(e)) from None
-    if folder is None and os.environ.get("HF_DATASETS_OFFLINE") == "1":
+    # offline with no folder named: a mistake; XFER_DATA_DIR=hub offline reads a prefetched cache (`make fetch`)
+    if folder is None and os.environ.get("HF_DATASETS_OFFLINE") == "1" and os.environ.get("XFER_DATA_DIR") != "hub":
         raise ConfigError("no data folder: set XFER_DATA_DIR to the unpacked benchmark files "
                           "(`make data` unpacks ../shared/data into data/raw), or unset HF_DATASETS_OFFLINE to use the hub")
     if grid.model.source == "local" and not (Path(grid.model.name) / "config.json").is_file():
@@ -163,6 +164,8 @@ def validate(grid: Grid) -> tuple[Grid, dict]:
                 allowed = sorted(set().union(*offered.values()))
                 raise ConfigError(f"evaluate.languages: {lang!r} has no labelled data in any target "
                                   f"({', '.join(offered)}); allowed: {', '.join(allowed)} or 'all'")
+    files |= _dev_files(grid, {(name, lang) for name in grid.intermediate.tasks if "+" not in name
+                               for lang in grid.intermediate.languages_of(name) or own.get(name, [])})
     checksums = {}
     for task_name, lang, split in sorted(files):
         task = get_task(task_name)
@@ -179,6 +182,27 @@ def validate(grid: Grid) -> tuple[Grid, dict]:
     for note in notes:  # once the grid is valid
         print(note, file=sys.stderr)
     return grid, signature
+
+
+def _dev_files(grid: Grid, corpora: set) -> set:
+    """The dev splits model selection reads (`train.eval_every`): part of the data signature, so
+    they are checked before training, enter the run ids and travel with `make carry`."""
+    from xfer.data import dev_task
+
+    wanted = []
+    if any(arm.eval_every for arm in grid.intermediate.arms()):
+        wanted += [("intermediate.train.eval_every", {"task": name, "language": lang}) for name, lang in sorted(corpora)]
+    for i, tc in enumerate(grid.targets):
+        if tc.train is not None and tc.train.eval_every:
+            wanted.append((f"target[{i}].train.eval_every" if len(grid.targets) > 1 else "target.train.eval_every",
+                           {"task": tc.trained_on, "language": tc.language, "select_task": tc.task if tc.train_task else None}))
+    out = set()
+    for field, params in wanted:
+        try:
+            out.add((dev_task(params).name, params["language"], "dev"))
+        except DataError as e:
+            raise ConfigError(f"{field}: {e}") from None
+    return out
 
 
 def plan(path: str | Path, overrides: list[str] = ()) -> tuple[Grid, dict[str, list[Run]]]:
@@ -913,15 +937,19 @@ def main(argv=None):
     if args.jobs:
         args.overrides.append(f"executor.jobs={args.jobs}")
     try:
+        if args.command == "status" and args.executor != "local":
+            from xfer import slurm as cluster
+
+            if cluster.on_record(args.params, args.overrides):  # Slurm jobs on record: no EXECUTOR flag needed
+                print(cluster.describe(cluster.status(args.params, args.overrides)))
+                return 0
         grid, runs = plan(args.params, args.overrides)
     except ConfigError as e:
         print("\n".join(f"error: {line}" for line in str(e).splitlines()), file=sys.stderr)
         return 2
     slurm = grid.executor.kind == "slurm"
     if args.command == "status":
-        from xfer import slurm as cluster
-
-        print(cluster.describe(cluster.status(args.params, args.overrides)) if slurm else status_table(grid, runs))
+        print(status_table(grid, runs))
         return 0
     if args.command == "tensorboard":
         logdirs = tensorboard_logdirs(runs)
@@ -955,7 +983,11 @@ def main(argv=None):
     if args.command in ("run", "all") and slurm:
         from xfer import slurm as cluster
 
-        submitted = cluster.submit(args.params, args.overrides)
+        try:
+            submitted = cluster.submit(args.params, args.overrides)
+        except cluster.SubmitError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
         print(f"submitted {len(submitted)} runs to Slurm; `make status PARAMS={args.params}` shows them", flush=True)
         if args.detach:
             return 0

@@ -4,7 +4,11 @@ array, each job held until its own upstream job has succeeded (`afterok`, with
 
 A job runs exactly what the local runner runs (`runner.take`: the same papermill notebook in
 the same run folder); only where it runs differs. Jobs are requeued on preemption or timeout
-(submitit's checkpointing) and resume from the run's training state. The submission is recorded
+(submitit's checkpointing: the job runs under `srun`, which passes on the signal Slurm sends
+`signal_s` seconds before the time limit) and resume from the run's training state. A phase with
+more runs than the cluster's `MaxArraySize` goes as several arrays; a submission that fails
+part-way cancels what it submitted; a grid submitted again while its jobs are queued joins them
+(one submitter at a time per grid, under a file lock). The submission is recorded
 in `runs/slurm/<grid>.json`; `status` reads it with the run folders and Slurm's own view of each
 job (`sacct` where the cluster keeps accounting, else `scontrol`, which remembers a finished job
 for `MinJobAge`), and writes `error.json` for a job Slurm killed (scancel, time limit, OOM) so
@@ -13,6 +17,7 @@ the report lists it like any failure."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -20,6 +25,7 @@ import time
 from pathlib import Path
 
 import submitit
+from filelock import FileLock
 
 from xfer.paths import read_json, runs_dir, write_json
 
@@ -58,45 +64,91 @@ def _scontrol(*args: str) -> str:
 
 def _executor(grid, phase: str):
     res = grid.executor.resources(phase)
-    ex = submitit.AutoExecutor(folder=runs_dir() / "slurm" / "logs" / "%j", cluster="slurm")
+    ex = submitit.AutoExecutor(folder=runs_dir() / "slurm" / "logs" / "%j", cluster="slurm",
+                               slurm_max_num_timeout=res.requeues)
     extra = {"hold": True, "kill-on-invalid-dep": "yes", "requeue": True, **res.sbatch}
     if res.gpus:
         extra["gres"] = f"gpu:{res.gpus}"
     ex.update_parameters(timeout_min=res.time_min, cpus_per_task=res.cpus_per_task, mem_gb=res.mem_gb,
                          slurm_partition=res.partition, slurm_account=res.account, slurm_qos=res.qos,
                          slurm_array_parallelism=grid.executor.array_parallelism, slurm_job_name=f"xfer-{phase}",
-                         slurm_additional_parameters=extra, slurm_use_srun=False)
+                         slurm_additional_parameters=extra, slurm_signal_delay_s=res.signal_s)
     return ex
 
 
+class SubmitError(RuntimeError):
+    """A submission that could not go through; the message is one line and says what was undone."""
+
+
+def cluster_limits() -> dict[str, int]:
+    """`MaxArraySize` and `MaxJobCount` from `scontrol show config` (Slurm's defaults if unsaid)."""
+    conf = dict(re.findall(r"^(\w+)\s*=\s*(.*?)\s*$", _scontrol("show", "config"), re.M))
+    return {"MaxArraySize": int(conf.get("MaxArraySize", 1001)), "MaxJobCount": int(conf.get("MaxJobCount", 10000))}
+
+
+def chunks(runs: list, max_array: int) -> list[list]:
+    """A phase's runs as arrays Slurm accepts: indices 0..n-1 need n <= MaxArraySize."""
+    size = max(1, max_array)
+    return [runs[i:i + size] for i in range(0, len(runs), size)]
+
+
+def _queued() -> int:
+    out = subprocess.run(["squeue", "-h", "-r", "-o", "%i"], capture_output=True, text=True)
+    return len(out.stdout.split()) if out.returncode == 0 else 0
+
+
 def submit(params: str | Path, overrides: list[str] = ()) -> dict[str, dict]:
-    """Submit every run of the grid that is not done; returns {run id: {phase, job}}. What is done
-    is decided here, before submitting, from the run folders: a second call submits nothing."""
+    """Submit every run of the grid that is neither done nor queued; returns {run id: {phase, job}}
+    of what it submitted. What is done is decided here, before submitting, from the run folders;
+    a run whose recorded job is still pending or running is joined, not submitted again (its
+    downstream jobs wait on that job), so a second call submits nothing."""
     from xfer import runner
     from xfer.report import preregister
 
     grid, runs = runner.plan(params, overrides)
     preregister(grid)  # the analysis plan, fixed before the first job starts (as the local runner does)
-    by_id = {r.id: r for rs in runs.values() for r in rs}
-    todo = {phase: [r for r in runs[phase] if not runner.is_done(r)] for phase in runner.PHASES}
-    jobs = {}
-    for phase, pending in todo.items():
-        if not pending:
-            continue
-        ex = _executor(grid, phase)
-        with ex.batch():
-            submitted = [ex.submit(RunJob(), grid, r, by_id.get(r.upstream)) for r in pending]
-        jobs.update({r.id: j.job_id for r, j in zip(pending, submitted)})
-    for run_id, job in jobs.items():  # each job waits for its own upstream job only
-        upstream = by_id[run_id].upstream
-        if upstream in jobs:
-            _scontrol("update", f"JobId={job}", f"Dependency=afterok:{jobs[upstream]}")
-    if jobs:
-        _scontrol("release", ",".join(sorted({j.split("_")[0] for j in jobs.values()})))
-    record = read_json(record_path(grid)) if record_path(grid).exists() else {}
-    now = time.strftime("%Y-%m-%dT%H:%M:%S")
-    record.update({rid: {"phase": by_id[rid].phase, "job": job, "submitted": now} for rid, job in jobs.items()})
-    write_json(record_path(grid), record)
+    record_path(grid).parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(record_path(grid).with_suffix(".lock"))):  # two `make run` of one grid: one at a time
+        record = read_json(record_path(grid)) if record_path(grid).exists() else {}
+        states = job_states([v["job"] for v in record.values()])
+        queued = {rid: v["job"] for rid, v in record.items() if states.get(v["job"], ("",))[0] in ACTIVE}
+        by_id = {r.id: r for rs in runs.values() for r in rs}
+        todo = {phase: [r for r in runs[phase] if r.id not in queued and not runner.is_done(r)]
+                for phase in runner.PHASES}
+        limits = cluster_limits()
+        n = sum(map(len, todo.values()))
+        if n and _queued() + n > limits["MaxJobCount"]:
+            raise SubmitError(f"{n} jobs to submit and {_queued()} in the queue exceed the cluster's MaxJobCount "
+                              f"{limits['MaxJobCount']}; nothing submitted (submit part of the grid, e.g. fewer seeds)")
+        jobs, arrays = {}, []
+        try:
+            for phase, pending in todo.items():
+                for part in chunks(pending, limits["MaxArraySize"]):
+                    ex = _executor(grid, phase)
+                    with ex.batch():
+                        submitted = [ex.submit(RunJob(), grid, r, by_id.get(r.upstream)) for r in part]
+                    arrays.append(submitted[0].job_id.split("_")[0])
+                    jobs.update({r.id: j.job_id for r, j in zip(part, submitted)})
+            after = {**queued, **jobs}
+            for run_id, job in jobs.items():  # each job waits for its own upstream job only
+                upstream = by_id[run_id].upstream
+                if upstream in after:
+                    _scontrol("update", f"JobId={job}", f"Dependency=afterok:{after[upstream]}")
+            if arrays:
+                _scontrol("release", ",".join(arrays))
+        except Exception as e:  # noqa: BLE001 - whatever failed, the held jobs must not stay behind
+            if arrays:
+                subprocess.run(["scancel", *arrays], capture_output=True)
+            what = f"{type(e).__name__}: {' '.join(str(e).split())}"[:400]
+            raise SubmitError(f"Slurm submission of grid {grid.name} failed after {len(jobs)} jobs in "
+                              f"{len(arrays)} arrays ({what}); cancelled "
+                              f"{'arrays ' + ','.join(arrays) if arrays else 'nothing (none was submitted)'}") from None
+        now = time.strftime("%Y-%m-%dT%H:%M:%S")
+        record.update({rid: {"phase": by_id[rid].phase, "job": job, "submitted": now} for rid, job in jobs.items()})
+        write_json(record_path(grid), record)
+    if queued:
+        print(f"{len(queued)} runs of grid {grid.name} are already queued on Slurm: joined, not submitted again",
+              flush=True)
     return {rid: record[rid] for rid in jobs}
 
 
@@ -121,34 +173,56 @@ def job_states(job_ids: list[str]) -> dict[str, tuple[str, str]]:
     return states
 
 
-def status(params: str | Path, overrides: list[str] = ()) -> dict[str, dict[str, list]]:
-    """Per phase: run ids done / running / pending / failed / not submitted. A run whose job ended
-    without finishing it gets the job, its state and Slurm's reason in its error.json (beside the
-    run's own error, if it left one: a scancel shows as "Kernel died" from inside), so `make
-    report` lists it with the cause."""
-    from xfer import runner
+def on_record(params: str | Path, overrides: list[str] = ()) -> bool:
+    """Whether `status` should ask Slurm: the grid's executor is slurm, or it has jobs on record."""
+    from xfer.config import load_grid
 
-    grid, runs = runner.plan(params, overrides)
-    record = read_json(record_path(grid)) if record_path(grid).exists() else {}
+    grid = load_grid(params, overrides)  # the params file only: no data file is read
+    return grid.executor.kind == "slurm" or record_path(grid).exists()
+
+
+def status(params: str | Path, overrides: list[str] = ()) -> dict[str, dict[str, list]]:
+    """Per phase: (run id, job, notebook) done / running / pending / failed / not submitted. A run
+    whose job ended without finishing it gets the job, its state and Slurm's reason in its
+    error.json (beside the run's own error, if it left one: a scancel shows as "Kernel died" from
+    inside), so `make report` lists it with the cause. When the grid cannot be planned (a data
+    file is damaged) the runs on record are reported, from their folders and Slurm, with a note."""
+    from types import SimpleNamespace
+
+    from xfer import record as records
+    from xfer import runner
+    from xfer.config import ConfigError, load_grid
+
+    try:
+        grid, runs = runner.plan(params, overrides)
+        planned = [SimpleNamespace(phase=r.phase, id=r.id) for p in runner.PHASES for r in runs[p]]
+        record = read_json(record_path(grid)) if record_path(grid).exists() else {}
+    except ConfigError as e:
+        grid = load_grid(params, overrides)
+        record = read_json(record_path(grid)) if record_path(grid).exists() else {}
+        if not record:
+            raise
+        print(f"note: the grid cannot be planned ({' '.join(str(e).split())[:300]}); showing the "
+              f"{len(record)} runs on record in {record_path(grid)}", file=sys.stderr, flush=True)
+        planned = [SimpleNamespace(phase=v["phase"], id=rid) for rid, v in record.items()]
     states = job_states([v["job"] for v in record.values()])
     table = {phase: {k: [] for k in ("done", "running", "pending", "failed", "not submitted")}
              for phase in runner.PHASES}
-    for phase in runner.PHASES:
-        for run in runs[phase]:
-            folder, sub = runner.run_dir(run), record.get(run.id)
-            state, reason = states.get(sub["job"], ("UNKNOWN", "")) if sub else ("", "")
-            if runner.is_done(run):
-                key = "done"
-            elif state in ACTIVE:
-                key = "running" if state == "RUNNING" else "pending"
-            elif sub:  # its job ended and the run is not done: a failure, in Slurm's words too
-                key = "failed"
-                _record_failure(run, folder, sub["job"], state, reason)
-            elif (folder / "error.json").exists():
-                key = "failed"
-            else:
-                key = "not submitted"
-            table[phase][key].append((run.id, sub["job"] if sub else "", str(folder / "notebook.ipynb")))
+    for run in planned:
+        folder, sub = runs_dir() / run.phase / run.id, record.get(run.id)
+        state, reason = states.get(sub["job"], ("UNKNOWN", "")) if sub else ("", "")
+        if records.problem(folder, runner.REQUIRED[run.phase]) is None:
+            key = "done"
+        elif state in ACTIVE:
+            key = "running" if state == "RUNNING" else "pending"
+        elif sub:  # its job ended and the run is not done: a failure, in Slurm's words too
+            key = "failed"
+            _record_failure(run, folder, sub["job"], state, reason)
+        elif (folder / "error.json").exists():
+            key = "failed"
+        else:
+            key = "not submitted"
+        table[run.phase][key].append((run.id, sub["job"] if sub else "", str(folder / "notebook.ipynb")))
     return table
 
 
@@ -165,11 +239,18 @@ def _record_failure(run, folder: Path, job: str, state: str, reason: str) -> Non
     write_json(path, err)
 
 
-def describe(table: dict) -> str:
+def describe(table: dict, limit: int = 20) -> str:
     lines = [f"  {'phase':<12} {'done':>5} {'running':>8} {'pending':>8} {'failed':>7} {'not submitted':>14}"]
     for phase, t in table.items():
         lines.append(f"  {phase:<12} {len(t['done']):>5} {len(t['running']):>8} {len(t['pending']):>8} "
                      f"{len(t['failed']):>7} {len(t['not submitted']):>14}")
+    for key in ("running", "pending"):  # the job ids, to follow one (`scontrol show job ID`, its log)
+        for phase, t in table.items():
+            for run_id, job, _ in t[key][:limit]:
+                lines.append(f"  {key}: {phase} {run_id} (Slurm job {job})")
+            if len(t[key]) > limit:
+                arrays = sorted({job.split("_")[0] for _, job, _ in t[key][limit:]})
+                lines.append(f"  {key}: {phase} and {len(t[key]) - limit} more (Slurm arrays {', '.join(arrays)})")
     for phase, t in table.items():
         for run_id, job, notebook in t["failed"]:
             lines.append(f"  failed: {phase} {run_id} (Slurm job {job or '-'}): {notebook}")
@@ -203,14 +284,21 @@ def describe_plan(grid, runs: dict) -> str:
     from xfer import runner
 
     by_id = {r.id: r for rs in runs.values() for r in rs}
-    lines = ["  Slurm submission (one job array per phase, each job afterok its own upstream job):"]
+    try:
+        limits, said = cluster_limits(), "this cluster's"
+    except (OSError, RuntimeError):  # no Slurm client here: Slurm's default
+        limits, said = {"MaxArraySize": 1001}, "Slurm's default"
+    lines = ["  Slurm submission (job arrays per phase of at most MaxArraySize "
+             f"{limits['MaxArraySize']}, {said}; each job afterok its own upstream job):"]
     for phase in runner.PHASES:
         pending = [r for r in runs[phase] if not runner.is_done(r)]
         if not pending:
             continue
         res = grid.executor.resources(phase)
-        flags = [f"--array=0-{len(pending) - 1}%{min(len(pending), grid.executor.array_parallelism)}",
-                 f"--time={res.time_min}", f"--cpus-per-task={res.cpus_per_task}", f"--mem={res.mem_gb:g}G"]
+        sizes = [len(c) for c in chunks(pending, limits["MaxArraySize"])]
+        arrays = " + ".join(f"--array=0-{n - 1}%{min(n, grid.executor.array_parallelism)}" for n in sizes)
+        flags = [arrays, f"--time={res.time_min}", f"--signal=USR2@{res.signal_s}",
+                 f"--cpus-per-task={res.cpus_per_task}", f"--mem={res.mem_gb:g}G"]
         flags += [f"--gres=gpu:{res.gpus}"] if res.gpus else []
         flags += [f"--{k}={v}" for k, v in (("partition", res.partition), ("account", res.account),
                                             ("qos", res.qos)) if v]

@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from xfer.config import TrainConfig
-from xfer.data import training_set
+from xfer.data import dev_task, training_set  # noqa: F401 - dev_task: its callers import it from here too
 from xfer.models import load_tokenizer, save_checkpoint
 from xfer.models.vocab import load_id_map
 from xfer.paths import replace_dir, to_runs, writing
@@ -330,24 +330,6 @@ def load_state(path: Path, dev) -> dict | None:
               "restarting this run from step 0", file=sys.stderr, flush=True)
         path.unlink(missing_ok=True)
         return None
-
-
-def dev_task(params: dict):
-    """The task whose dev split selects the model: the evaluated target's own (XNLI's English dev
-    for a model trained on MNLI, as the paper stops early) when it has the training language,
-    else the training task's (COPA's for XCOPA, which has no English)."""
-    from xfer.tasks.base import DataError
-
-    for name in (params.get("select_task"), params["task"]):
-        if name is None:
-            continue
-        try:
-            if params["language"] in get_task(name).languages("dev"):
-                return get_task(name)
-        except DataError:
-            continue
-    raise DataError(f"model selection (train.eval_every) needs a dev split in {params['language']!r} of "
-                    f"{params.get('select_task') or params['task']} or {params['task']}; none found: unset eval_every")
 
 
 def finetune(params: dict, upstream: str | Path, run_dir: str | Path, keep_head: bool, progress: bool = True) -> dict:

@@ -273,10 +273,12 @@ CLASSIFICATION_TASKS = [
     ),
     # -- intermediate / training corpora --------------------------------------------------------
     ClassificationTask(
-        name="mnli", family="classification", metric="accuracy", splits=("train",),
+        name="mnli", family="classification", metric="accuracy", splits=("train", "dev"),
         local="xtreme/xnli/train-en.tsv", header=NLI_TSV, hub_id="nyu-mll/glue", hub_config="mnli",
-        languages_hint=("en",),
-        description="MultiNLI train (392k): the XNLI TSV layout, as XTREME's download script writes it",
+        languages_hint=("en",), hub_splits=(("dev", "validation_matched"),),
+        split_local=(("dev", "xtreme/xnli/dev_matched-en.tsv"),),
+        description="MultiNLI train (392k): the XNLI TSV layout, as XTREME's download script writes it; "
+                    "dev = the hub's validation_matched (model selection of an MNLI intermediate run)",
     ),
     ClassificationTask(
         name="anli", family="classification", metric="accuracy", local="extra/anli/{split}.jsonl",
