@@ -8,6 +8,7 @@
 #   make fetch  [PARAMS=...]             download a grid's hub datasets and model (e.g. on a login node)
 #   make tensorboard [PARAMS=...]        TensorBoard on the grid's training curves (http://localhost:6006)
 #   make test                            the test suite (real data from ../shared, tiny models)
+#   make test-long                       the study in miniature on Slurm and the time-limit requeue (slow)
 #   make model                           convert the offline mE5-small checkpoint (once per machine)
 #   make data                            unpack ../shared/data into data/raw (if XFER_DATA_DIR is unset)
 #   make bench                           speed figures as JSON in bench/ (loops compared in turns)
@@ -41,7 +42,7 @@ ifeq ($(XFER_DATA_DIR),)
   endif
 endif
 
-.PHONY: report plan run status fetch tensorboard test model data bench gpu-check carry lab clean-runs setup
+.PHONY: report plan run status fetch tensorboard test test-long model data bench gpu-check carry lab clean-runs setup
 report: setup $(DATA)
 	$(PY) -m xfer.runner all "$$XFER_PARAMS"
 
@@ -61,7 +62,10 @@ tensorboard: setup $(DATA)
 	$(PY) -m xfer.runner tensorboard "$$XFER_PARAMS"
 
 test: setup $(DATA)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -m "not long" tests
+
+test-long: setup $(DATA)
+	$(PY) -m pytest -q -m long tests
 
 model: setup
 	$(PY) -m xfer.models.e5

@@ -106,6 +106,7 @@ def test_requeued_by_scontrol_resumes_and_equals_an_uninterrupted_run(cluster, m
     assert all((runner.run_dir(by_id[i]) / "metrics.json").stat().st_mtime_ns == t for i, t in done.items())
 
 
+@pytest.mark.long
 def test_a_job_at_its_time_limit_requeues_itself_and_finishes(cluster, micro_grid, tmp_path, monkeypatch):
     """Three minutes for the intermediate job, signalled 60 s before the end (one and two minutes
     left too little time past the kernel's start on 2 cores at load 10: every attempt was signalled

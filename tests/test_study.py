@@ -63,6 +63,7 @@ def hub(tmp_path, monkeypatch, data):
     return home
 
 
+@pytest.mark.long
 def test_study_in_miniature_on_slurm_through_the_hub(cluster, hub, tmp_path, capsys):
     sets = MINIATURE + RESOURCES + [f"report_dir={tmp_path / 'report'}"]
     args = [a for s in sets for a in ("--set", s)]
