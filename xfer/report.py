@@ -5,6 +5,7 @@ notebook to `index.html` and `report.pdf` with Debian's chromium, no TeX and no 
 from __future__ import annotations
 
 import html
+import json
 import os
 import re
 import shutil
@@ -18,7 +19,7 @@ import pandas as pd
 
 from xfer.analysis import DEFINITIONS, fmt_size
 from xfer.config import run_id
-from xfer.paths import read_json, root, write_json
+from xfer.paths import read_json, root, runs_dir
 
 QUESTION = ("To what extent does the size of the non-English intermediate training corpus correlate with "
             "zero-shot performance degradation on low-resource target languages?")
@@ -100,36 +101,90 @@ def analysis_plan(grid) -> dict:
     return {**plan, "hash": run_id(plan)}
 
 
-def preregister(grid) -> Path:
-    """`<report_dir>/preregistration.json`: the analysis plan and the time the first run started.
-    Written once (atomically), never overwritten, so the report can tell a plan changed afterwards."""
+def preregister(grid, first: str, finished: int, total: int) -> dict:
+    """The analysis plan as registered for the grid's runs, whatever its report_dir: a record in
+    `runs/.preregistration/`, keyed by the grid's first run (its pretrained run) and its name,
+    holding the plan, the time, and how many of the grid's `total` evaluation runs had `finished`
+    then (0: before any result could be seen). Written once (atomically, first writer wins), never
+    overwritten; a deleted one is written again with the count of that moment, so deleting it
+    cannot pass a later plan off as one made before the runs. Returns the record with its `path`,
+    or {"path", "problem"} when it is damaged or cannot be written (a read-only runs folder): the
+    report then says so, and still renders."""
     from datetime import datetime, timezone
 
-    path = grid.report_path() / "preregistration.json"
-    if not path.exists():
-        write_json(path, {**analysis_plan(grid), "time": datetime.now(timezone.utc).isoformat(timespec="seconds")})
-    return path
+    path = runs_dir() / ".preregistration" / f"{first}-{run_id({'grid': grid.name})}.json"
+    for attempt in (1, 2):
+        try:
+            rec = read_json(path)
+        except FileNotFoundError:
+            rec = None
+        except (ValueError, OSError) as e:
+            return {"path": str(path), "problem": str(e)}
+        if rec is not None:
+            if not isinstance(rec, dict) or not {"hash", "time", "finished"} <= set(rec):
+                return {"path": str(path), "problem": f"{path}: not a pre-registration record (no hash, time, finished)"}
+            return {**rec, "path": str(path)}
+        if attempt == 2:
+            break
+        rec = {**analysis_plan(grid), "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+               "finished": finished, "evaluations": total}
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+            with os.fdopen(fd, "w") as f:
+                json.dump(rec, f, indent=2, sort_keys=True)
+            try:
+                os.link(tmp, path)  # fails if another process registered first: its record stands
+            except FileExistsError:
+                pass
+            finally:
+                os.unlink(tmp)
+        except OSError as e:
+            return {"path": str(path), "problem": f"{path}: no record, and none can be written ({e.strerror or e})"}
+    return {"path": str(path), "problem": f"{path}: written but not found again"}
+
+
+def checked_registration(rec: dict, recorded: list[dict]) -> dict:
+    """`rec` (from `preregister`) checked against the registrations the grid's finished
+    evaluation runs recorded when they ran (params.json): when they differ, the record was deleted
+    or rewritten after the runs began, and the runs' earliest one is the plan to compare against."""
+    seen = sorted({(r["time"], r["hash"]) for r in recorded if isinstance(r, dict) and "time" in r and "hash" in r})
+    if not seen or "problem" in rec or (rec["time"], rec["hash"]) in seen:
+        return rec
+    return {**rec, "runs_registered": {"time": seen[0][0], "hash": seen[0][1]}}
 
 
 def registered(results_dir: str | Path | None, grid: dict) -> str:
-    """The grid's current analysis plan against the one registered when its runs began, in words."""
-    path = (root() / (results_dir or ".")) / "preregistration.json"  # an absolute results_dir stays as it is
-    if results_dir is None or not path.exists():
-        return ("no pre-registration record beside these results (xfer writes one when the first run starts; "
-                "older results have none): the low-resource definition and the primary block may have been set "
-                "after the results were seen.")
-    reg = read_json(path)
+    """The grid's current analysis plan against the one registered for its runs (grid.json's
+    `preregistration`, from `preregister` and `checked_registration`), in words. Never "before the
+    first run" unless the record shows no evaluation had finished when it was written."""
+    reg = grid.get("preregistration")
+    after = " Read the primary test as chosen after the results could be seen."
+    if not reg:
+        return ("no pre-registration record with these results (xfer keeps one in the runs folder from the first "
+                "run on; older results have none): the low-resource definition and the primary block may have been "
+                "set after the results were seen.")
+    if "problem" in reg:
+        return f"**no usable record**: {reg['problem']}." + after
     try:
         now = analysis_plan(grid.get("params", {}))
     except ValueError:
         return f"registered {reg.get('time')}; the grid's settings could not be read to compare."
+    if "runs_registered" in reg:
+        runs = reg["runs_registered"]
+        return (f"**the record was deleted or rewritten after the runs began**: it says hash `{reg['hash']}` at "
+                f"{reg['time']}, the runs were started under hash `{runs['hash']}` at {runs['time']}; the plan now "
+                f"{'matches' if now['hash'] == runs['hash'] else 'differs from'} the runs' one." + after)
+    n = reg.get("finished")
+    when = ("before the first run" if n == 0 else
+            f"**after {n} of the grid's {reg.get('evaluations', '?')} evaluation runs had finished**")
     if now["hash"] == reg.get("hash"):
         return (f"the low-resource definition and the primary test's settings are those registered at "
-                f"{reg.get('time')}, before the first run (hash `{reg.get('hash')}`).")
+                f"{reg.get('time')}, {when} (hash `{reg.get('hash')}`)." + ("" if n == 0 else after))
     changed = [k for k in ("low_resource", "analysis") if now[k] != reg.get(k)]
-    return (f"**changed after the runs began**: {', '.join(changed)} differ from the record of {reg.get('time')} "
-            f"(registered: {reg.get('low_resource')}, {reg.get('analysis')}; now: {now['low_resource']}, "
-            f"{now['analysis']}). Read the primary test as chosen after the results could be seen.")
+    return (f"**changed after the runs began**: {', '.join(changed)} differ from the record of {reg.get('time')}, "
+            f"registered {when.replace('**', '')} (registered: {reg.get('low_resource')}, {reg.get('analysis')}; "
+            f"now: {now['low_resource']}, {now['analysis']})." + after)
 
 
 # the design's defining settings, shown even at their default values

@@ -333,18 +333,21 @@ def prepare_pretrained(grid: Grid, run: Run) -> None:
 KERNEL_MANAGER = None  # papermill's default (a fresh kernel per run), except in run_grid's workers
 
 
-def execute(run: Run, upstream: str, log=None) -> None:
+def execute(run: Run, upstream: str, log=None, registration: dict | None = None) -> None:
     """Run one phase notebook with papermill; the executed notebook stays in the run folder.
 
     papermill rewrites its output after every cell, so it writes to a temp name that goes into
-    place whole (with the traceback of a failed run): a full disk or a kill leaves no half notebook."""
+    place whole (with the traceback of a failed run): a full disk or a kill leaves no half notebook.
+    `registration` (the pre-registered plan's hash and time) goes into params.json, so the runs
+    themselves say which plan they were started under (`report.checked_registration`)."""
     import papermill as pm
 
     folder = run_dir(run)
     tasks = [run.params["task"]] + ([run.params["select_task"]] if "select_task" in run.params else [])
     write_json(folder / "params.json", {"phase": run.phase, "id": run.id, "upstream": run.upstream,
                                         "upstream_checkpoint": to_runs(upstream), "params": run.params,
-                                        "hub_revisions": revisions(tasks)})  # outside params: not in the run id
+                                        "hub_revisions": revisions(tasks),  # outside params: not in the run id
+                                        **({"preregistration": registration} if registration else {})})
     tmp = folder / ".notebook.partial.ipynb"
     try:
         pm.execute_notebook(
@@ -373,7 +376,9 @@ def run_grid(path: str | Path, phases=PHASES, overrides: list[str] = (), jobs: i
     grid, runs = plan(path, overrides)
     from xfer.report import preregister
 
-    preregister(grid)  # <report_dir>/preregistration.json: the analysis plan, fixed before the first run
+    # the analysis plan, fixed before the first run (in the runs folder, whatever the report_dir)
+    reg = preregister(grid, runs["pretrained"][0].id, sum(is_done(r) for r in runs["evaluate"]), len(runs["evaluate"]))
+    registration = None if "problem" in reg else {"hash": reg["hash"], "time": reg["time"]}
     os.environ["XFER_RUNNER_PID"] = str(os.getpid())  # the kernels it starts stop if it is killed
     jobs = jobs or grid.executor.local_jobs()
     if jobs > 1 and not os.environ.get("XFER_THREADS"):
@@ -438,7 +443,8 @@ def run_grid(path: str | Path, phases=PHASES, overrides: list[str] = (), jobs: i
                     continue
                 note = progress(counts["done"] + counts["ran"] + counts["failed"] + counts["skipped"], total,
                                 started, took, left, jobs)
-                running[pool.submit(take, grid, run, up, label, run.id in feeds, note)] = (i, phase, run, time.time())
+                running[pool.submit(take, grid, run, up, label, run.id in feeds, note, registration)] = (
+                    i, phase, run, time.time())
             if running:
                 done_now, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in done_now:
@@ -484,7 +490,7 @@ def progress(finished: int, total: int, started: float, took: dict, left: dict, 
 
 
 def take(grid: Grid, run: Run, upstream: Run | None, label: str, full: bool = False,
-         note: str = "") -> tuple[str, dict | None]:
+         note: str = "", registration: dict | None = None) -> tuple[str, dict | None]:
     """Run `run` (from its `upstream` run's checkpoint) unless it is done and verifies. Returns the
     outcome ("done", "ran", "failed", or "busy" when another worker holds it) and, for a failure,
     its error record."""
@@ -509,7 +515,7 @@ def take(grid: Grid, run: Run, upstream: Run | None, label: str, full: bool = Fa
                 if run.phase == "pretrained":
                     prepare_pretrained(grid, run)
                 else:
-                    execute(run, checkpoint(upstream), log)
+                    execute(run, checkpoint(upstream), log, registration)
             (folder / "error.json").unlink(missing_ok=True)
             print(f"{label}: done in {time.time() - t0:.0f}s", flush=True)
             return "ran", None
@@ -650,11 +656,27 @@ def collect(path: str | Path, overrides: list[str] = ()) -> Path:
         "model": describe_model(grid),
         "low_resource": {"definition": grid.low_resource},
         "analysis": analysis_plan(grid),
+        "preregistration": registration(grid, runs),
         "runs": {p: len(runs[p]) for p in PHASES}, "failures": failures,
         "provenance": {**provenance(runs["pretrained"][0].params["data"]["checksums"]),
                        "hub_revisions": _hub_revisions(runs["pretrained"][0])},
     })
     return out
+
+
+def registration(grid: Grid, runs: dict[str, list[Run]]) -> dict:
+    """The grid's pre-registration record (written now if there is none, with the number of
+    evaluations already finished), checked against the plans its finished evaluations recorded."""
+    from xfer.report import checked_registration, preregister
+
+    done = [ev for ev in runs["evaluate"] if is_done(ev)]
+    recorded = []
+    for ev in done:
+        try:
+            recorded.append(read_json(run_dir(ev) / "params.json").get("preregistration"))
+        except (OSError, ValueError, AttributeError):  # a run from before the record, or a damaged params.json
+            pass
+    return checked_registration(preregister(grid, runs["pretrained"][0].id, len(done), len(runs["evaluate"])), recorded)
 
 
 def _hub_revisions(pretrained: Run) -> dict:

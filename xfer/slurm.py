@@ -32,12 +32,12 @@ class RunJob(submitit.helpers.Checkpointable):
     not re-read the grid's data). Checkpointable: on preemption or timeout submitit requeues the
     same call, and the run picks up its training state."""
 
-    def __call__(self, grid, run, upstream) -> str:
+    def __call__(self, grid, run, upstream, registration=None) -> str:
         from xfer import runner
 
         os.environ["XFER_RUNNER_PID"] = str(os.getpid())  # the notebook kernel stops if this job dies
         label = f"{run.phase} {run.id} (Slurm job {os.environ.get('SLURM_JOB_ID', '?')})"
-        outcome, err = runner.take(grid, run, upstream, label, full=True)
+        outcome, err = runner.take(grid, run, upstream, label, full=True, registration=registration)
         if outcome == "busy":  # a local worker or a duplicate job has it: its result is ours
             runner.Lock(runner.run_dir(run)).wait(runner.lock_timeout())
         if not runner.is_done(run):  # a failed job: Slurm then cancels the jobs built on this run
@@ -76,7 +76,10 @@ def submit(params: str | Path, overrides: list[str] = ()) -> dict[str, dict]:
     from xfer.report import preregister
 
     grid, runs = runner.plan(params, overrides)
-    preregister(grid)  # the analysis plan, fixed before the first job starts (as the local runner does)
+    # the analysis plan, fixed before the first job starts (as the local runner does)
+    reg = preregister(grid, runs["pretrained"][0].id, sum(runner.is_done(r) for r in runs["evaluate"]),
+                      len(runs["evaluate"]))
+    registration = None if "problem" in reg else {"hash": reg["hash"], "time": reg["time"]}
     by_id = {r.id: r for rs in runs.values() for r in rs}
     todo = {phase: [r for r in runs[phase] if not runner.is_done(r)] for phase in runner.PHASES}
     jobs = {}
@@ -85,7 +88,7 @@ def submit(params: str | Path, overrides: list[str] = ()) -> dict[str, dict]:
             continue
         ex = _executor(grid, phase)
         with ex.batch():
-            submitted = [ex.submit(RunJob(), grid, r, by_id.get(r.upstream)) for r in pending]
+            submitted = [ex.submit(RunJob(), grid, r, by_id.get(r.upstream), registration) for r in pending]
         jobs.update({r.id: j.job_id for r, j in zip(pending, submitted)})
     for run_id, job in jobs.items():  # each job waits for its own upstream job only
         upstream = by_id[run_id].upstream
