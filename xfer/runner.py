@@ -401,7 +401,7 @@ def run_grid(path: str | Path, phases=PHASES, overrides: list[str] = (), jobs: i
     # warm kernels on CPU machines: forking CUDA-capable kernels from the server is untested here, and a
     # GPU run's minutes dwarf the seconds of imports it would save
     pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=worker_init,
-                               initargs=(not torch.cuda.is_available(),))
+                               initargs=(not torch.cuda.is_available(), os.getpid()))
     running: dict = {}  # future -> (i, phase, run, start time)
     todo = {run.id for _, _, run in pending}  # pending or running: a run waits while its upstream is here
 
@@ -459,12 +459,12 @@ def run_grid(path: str | Path, phases=PHASES, overrides: list[str] = (), jobs: i
     return counts
 
 
-def worker_init(warm: bool = True) -> None:
+def worker_init(warm: bool = True, runner: int | None = None) -> None:
     """A worker process of `run_grid` goes when the runner goes (Linux: killed with it), so a
     killed runner leaves no worker training on; its notebook kernel then stops too (ipykernel
-    exits when its parent does). With `warm`, its kernels are forked warm (`xfer.kernel`)."""
-    global KERNEL_MANAGER
-    KERNEL_MANAGER = "xfer.kernel.WarmKernelManager" if warm else None
+    exits when its parent does). The signal is armed first, then the parent checked: a runner
+    killed while this worker was still starting (importing, before it could arm it) is already
+    gone, and the worker exits before it takes a run. With `warm`, its kernels are forked warm."""
     try:
         import ctypes
         import signal
@@ -472,6 +472,17 @@ def worker_init(warm: bool = True) -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):  # not Linux: XFER_RUNNER_PID's check in the kernel still stops the run
         pass
+    if runner is not None and os.getppid() != runner:
+        os._exit(1)  # not sys.exit: nothing of the pool's machinery may run on for a dead runner
+    global KERNEL_MANAGER
+    KERNEL_MANAGER = "xfer.kernel.WarmKernelManager" if warm else None
+
+
+def runner_gone() -> bool:
+    """Whether the grid runner this process works for was killed (a `run_grid` worker whose
+    parent changed); a Slurm job or an in-process run is its own runner."""
+    pid = int(os.environ.get("XFER_RUNNER_PID") or 0)
+    return bool(pid) and pid not in (os.getpid(), os.getppid())
 
 
 def progress(finished: int, total: int, started: float, took: dict, left: dict, jobs: int = 1) -> str:
@@ -520,6 +531,8 @@ def take(grid: Grid, run: Run, upstream: Run | None, label: str, full: bool = Fa
             print(f"{label}: done in {time.time() - t0:.0f}s", flush=True)
             return "ran", None
         except Exception as e:  # noqa: BLE001 - a failed run must not stop the grid
+            if runner_gone():  # the runner's kill broke the run, not a fault of its own: record nothing
+                raise SystemExit(f"xfer: the grid runner is gone; {run.phase} run {run.id} stops unrecorded") from None
             # a notebook's own exception, not papermill's wrapper around its coloured traceback
             what = f"{e.ename}: {e.evalue}" if hasattr(e, "ename") else f"{type(e).__name__}: {e}"
             err = {"phase": run.phase, "run_id": run.id, "error": what[-1500:], "notebook": str(folder / "notebook.ipynb"),
