@@ -4,14 +4,17 @@ notebook to `index.html` and `report.pdf` with Debian's chromium, no TeX and no 
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -73,7 +76,20 @@ def header(grid: dict, deg: pd.DataFrame, definition: str, results_dir: str | Pa
                  + "".join(f"\n- {a}" for a in approx))
     d = deg[~deg["is_baseline"]]
     lines.append(_data_line(deg, d, definition))
+    if unread := unread_words(deg):
+        lines.append(unread)
     return "\n\n".join(lines)
+
+
+def unread_words(deg: pd.DataFrame) -> str:
+    """A warning when some evaluation words never reached the model (a word longer than the
+    model's window by itself): they are scored as wrong, so the language's score is too low."""
+    if "words_not_encoded" not in deg or not deg["words_not_encoded"].gt(0).any():
+        return ""
+    per = deg[deg["words_not_encoded"] > 0].groupby(["eval_task", "eval_lang"])["words_not_encoded"].max()
+    where = ", ".join(f"{t} {lang} ({n:.0f})" for (t, lang), n in per.items())
+    return (f"**Warning: words not encoded.** In {where}, some evaluation words (most in one run in brackets) "
+            "did not fit the model's window and are scored as wrong: those languages' scores are too low.")
 
 
 def _data_line(deg: pd.DataFrame, inter: pd.DataFrame, definition: str) -> str:
@@ -493,8 +509,10 @@ def publish_runs(results_dir: str | Path, runs: str | Path | None = None) -> Pat
     results_dir = root() / results_dir  # an absolute one stays as it is
     runs = Path(runs or runs_dir())
     results, _ = load_results(results_dir)
-    tmp = results_dir / ".runs.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(dir=results_dir, prefix=".runs.partial-"))  # a report of its own: renders at once
+    for stale in results_dir.glob(".runs.partial-*"):  # left by a killed render (not one running now: too new)
+        if stale != tmp and time.time() - stale.stat().st_mtime > 3600:
+            shutil.rmtree(stale, ignore_errors=True)
     exporter = HTMLExporter(template_name="basic")
     have = set()
     for col, phase in RUN_COLUMNS.items():
@@ -510,8 +528,8 @@ def publish_runs(results_dir: str | Path, runs: str | Path | None = None) -> Pat
                 body, _ = exporter.from_notebook_node(nbformat.read(src / "notebook.ipynb", as_version=4))
                 (dst / "notebook.html").write_text(_page(f"{phase} run {rid}", body))
                 have.add(f"{phase}/{rid}")
-    tmp.mkdir(exist_ok=True)
     (tmp / "index.html").write_text(_runs_index(results, have))
+    os.chmod(tmp, 0o755)  # mkdtemp's is 0700: published, readable by a web server
     replace_dir(tmp, results_dir / "runs")
     return results_dir / "runs"
 
@@ -557,36 +575,95 @@ def render(notebook: Path, out_dir: Path) -> dict[str, Path]:
     """Executed notebook → `out_dir/index.html` (inputs hidden, CDN MathJax as nbconvert ships it)
     and `out_dir/report.pdf` (printed by headless chromium from a copy whose MathJax is the local
     Debian one, so the PDF needs no network). Without chromium the HTML is the report: one line on
-    stderr says how to add the PDF, and an earlier PDF stays (no PDF beats a lost one)."""
+    stderr says how to add the PDF, and an earlier PDF stays (no PDF beats a lost one).
+
+    Files are replaced, never removed first: the PDF is printed before either file is replaced, so a
+    kill while printing leaves the last good HTML and PDF. Chromium runs in a process group of its
+    own that dies with this process (`_print_pdf`); its temp folder lies in the report folder
+    (`.pdf-<pid>`), and one a killed render left is cleared by the next."""
     import nbformat
 
     notebook, out_dir = Path(notebook), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     nb = nbformat.read(notebook, as_version=4)
-    index = out_dir / "index.html"
-    _write_atomic(index, _html(nb).encode())
-    pdf = out_dir / "report.pdf"
+    index, pdf = out_dir / "index.html", out_dir / "report.pdf"
+    page_html = _html(nb).encode()
     chromium, missing = _chromium()
     if missing:
+        _write_atomic(index, page_html)
         print(f"report: no PDF, {missing} not found; `apt-get install chromium libjs-mathjax` adds it"
               + (f" ({pdf} is an older one)" if pdf.exists() else ""), file=sys.stderr, flush=True)
         return {"html": index}
-    pdf.unlink(missing_ok=True)  # chromium is here: never leave a PDF of an older run beside the new HTML
-    with tempfile.TemporaryDirectory(prefix="xfer-pdf-") as tmp:
-        page = Path(tmp) / "report.html"
+    for stale in out_dir.glob(".pdf-*"):  # left by a killed render (its process is gone)
+        if not _alive(stale.name.rsplit("-", 1)[-1]):
+            shutil.rmtree(stale, ignore_errors=True)
+    tmp = out_dir / f".pdf-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        page = tmp / "report.html"
         base = f'<base href="{out_dir.resolve().as_uri()}/">'  # the PDF's links open the report folder's runs/
         page.write_text(_html(nb, f"{LOCAL_MATHJAX.as_uri()}?config=TeX-AMS_SVG-full,Safe")
                         .replace("</head>", base + PRINT_CSS + "</head>", 1))
-        printed = Path(tmp) / "report.pdf"
-        cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
-               "--no-pdf-header-footer", "--allow-file-access-from-files", "--virtual-time-budget=15000",
-               f"--user-data-dir={Path(tmp) / 'profile'}", f"--print-to-pdf={printed}", page.as_uri()]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-        if not printed.exists() or printed.stat().st_size == 0:
-            raise RuntimeError(f"chromium did not print {pdf} (exit {proc.returncode}): {proc.stderr[-2000:]}")
+        printed = tmp / "report.pdf"
+        error = _print_pdf(chromium, page, printed, tmp / "profile")
+        if error:  # the HTML is still the report; an older PDF beside it would not match it
+            _write_atomic(index, page_html)
+            pdf.unlink(missing_ok=True)
+            raise RuntimeError(f"chromium did not print {pdf}: {error}")
         _write_atomic(pdf, printed.read_bytes())
+        _write_atomic(index, page_html)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return {"html": index, "pdf": pdf}
+
+
+def _alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+        return True
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:  # another user's process
+        return True
+
+
+def _print_pdf(chromium: str, page: Path, printed: Path, profile: Path) -> str | None:
+    """Print `page` to `printed` with headless chromium; None, or why it failed. Chromium and its
+    helpers run in a process group of their own, armed to be killed when this process dies (even
+    by SIGKILL), and the whole group is killed on the way out (an interrupt, a timeout)."""
+    cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
+           "--no-pdf-header-footer", "--allow-file-access-from-files", "--virtual-time-budget=15000",
+           f"--user-data-dir={profile}", f"--print-to-pdf={printed}", page.as_uri()]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, preexec_fn=functools.partial(_die_with_parent, os.getpid()))
+    try:
+        _, stderr = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        return "no PDF after 300 s"
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # its helpers too, whatever happened
+        except ProcessLookupError:
+            pass
+        proc.wait()
+    if not printed.exists() or printed.stat().st_size == 0:
+        return f"exit {proc.returncode}: {stderr[-2000:]}"
+    return None
+
+
+def _die_with_parent(parent: int) -> None:
+    """In a child before exec: SIGKILL when the parent dies (Linux PR_SET_PDEATHSIG); a parent
+    already gone (killed between fork and here) ends it at once."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def _html(nb, mathjax_url: str | None = None) -> str:
@@ -616,6 +693,8 @@ def _write_atomic(path: Path, data: bytes) -> None:
             f.write(data)
         os.chmod(tmp, 0o644)  # published files: readable by the web server, not only by us
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and not e.filename:  # a full disk: say which file
+            raise OSError(e.errno, e.strerror, str(path)) from e
         raise

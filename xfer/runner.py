@@ -35,7 +35,7 @@ from xfer import record
 from xfer.config import ConfigError, Grid, ModelConfig, Run, TargetConfig, expand, load_grid, split_overrides
 from xfer.data import read_checked
 from xfer.hub import revisions
-from xfer.paths import data_dir, from_runs, read_json, root, runs_dir, to_runs, write_json
+from xfer.paths import data_dir, from_runs, read_json, root, runs_dir, to_runs, write_json, writing
 from xfer.tasks import TASKS, get_task
 from xfer.tasks.base import DataError
 
@@ -92,6 +92,9 @@ def validate(grid: Grid) -> tuple[Grid, dict]:
                 counts[task.name, lang, split], sums = read_checked(task, lang, split)
             except DataError as e:  # names the file and line
                 raise ConfigError(f"{field}: {e}" if field else str(e)) from None
+            except OSError as e:  # unreadable (permissions), or a folder where a file should be
+                raise ConfigError(f"{e.filename or task.path(lang, split)}: {e.strerror or e}; allowed: a readable "
+                                  "file") from None
             digests.update({str(Path(p).relative_to(folder)): d for p, d in sums.items()})
         return counts[task.name, lang, split]
 
@@ -177,8 +180,25 @@ def validate(grid: Grid) -> tuple[Grid, dict]:
     return grid, signature
 
 
+MAX_RUNS = 20_000  # as counted by expected_runs (an upper bound): 8,000 runs plan in ~10 s; study.yaml counts 2,400
+
+
+def expected_runs(grid: Grid) -> int:
+    """At most how many runs the grid expands to (shared baselines counted once per use), from
+    its settings alone (no data read, no run built), so an oversized grid is refused at once."""
+    sizes = [s for s in grid.intermediate.sizes if s != 0]
+    inter = sum(len(grid.intermediate.languages_of(name) or [None]) * len(sizes) for name in grid.intermediate.tasks)
+    upstreams = inter + (0 in grid.intermediate.sizes)
+    return len(grid.seeds) * (inter + 2 * len(grid.targets) * upstreams) * (1 + grid.random_init_control)
+
+
 def plan(path: str | Path, overrides: list[str] = ()) -> tuple[Grid, dict[str, list[Run]]]:
-    grid, signature = validate(load_grid(path, overrides))
+    lock_timeout()  # the environment's settings are checked with the params, before any compute
+    grid = load_grid(path, overrides)
+    if (n := expected_runs(grid)) > MAX_RUNS:
+        raise ConfigError(f"seeds: the grid expands to up to {n:,} runs ({len(grid.seeds)} seeds); allowed: at most "
+                          f"{MAX_RUNS:,} runs per grid (fewer seeds, sizes or languages; split a larger study)")
+    grid, signature = validate(grid)
     return grid, expand(grid, signature)
 
 
@@ -193,8 +213,13 @@ REQUIRED = {"pretrained": ("checkpoint",), "intermediate": ("checkpoint", "losse
 
 
 def state(run: Run, full: bool = False) -> str | None:
-    """None when the run is done and its record verifies; else why not: "not run", or what is damaged."""
-    return record.problem(run_dir(run), REQUIRED[run.phase], full)
+    """None when the run is done and its record verifies; else why not: "not run", or what is damaged.
+    A run folder that is a link out of the runs folder is not one (its outputs would land outside,
+    and a downstream run would record a machine's absolute path): take() moves the link aside."""
+    folder = run_dir(run)
+    if folder.is_symlink() and not folder.resolve().is_relative_to(runs_dir().resolve()):
+        return f"{folder}: a link to {folder.resolve()}, outside the runs folder {runs_dir()}; allowed: a folder in it"
+    return record.problem(folder, REQUIRED[run.phase], full)
 
 
 def is_done(run: Run, full: bool = False) -> bool:
@@ -207,7 +232,15 @@ def checkpoint(run: Run) -> str:
 
 def lock_timeout() -> float:
     """How long a worker waits for a run another worker holds (XFER_LOCK_TIMEOUT, seconds; default a day)."""
-    return float(os.environ.get("XFER_LOCK_TIMEOUT", 24 * 3600))
+    value = os.environ.get("XFER_LOCK_TIMEOUT", "").strip() or str(24 * 3600)
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 <= seconds < float("inf"):
+        raise ConfigError(f"XFER_LOCK_TIMEOUT={value!r} is not a number of seconds; allowed: a number >= 0 "
+                          "(default 86400, a day)")
+    return seconds
 
 
 class Lock:
@@ -221,12 +254,17 @@ class Lock:
         self.lock = FileLock(self.path)
 
     def acquire(self, timeout: float = 0) -> bool:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        """True once held, False after `timeout`; a lock that cannot be made at all (permissions, a
+        read-only folder) stops the grid in one line: no run in that folder can be recorded."""
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             self.lock.acquire(timeout=timeout, poll_interval=1.0)
             return True
         except Timeout:
             return False
+        except OSError as e:
+            raise GridStopped(f"{e.filename or self.path}: cannot take the run's lock ({e.strerror or e}); the grid "
+                              "stops (allowed: a runs folder this user can write)") from None
 
     def release(self):
         self.lock.release()
@@ -250,7 +288,7 @@ class RunLog:
     warnings too. The terminal gets one line of the run's per-language scores when it ends
     (xfer/evaluate.py prints them one by one into the log)."""
 
-    SCORE = re.compile(r"(\S+): (\S+) (-?\d+\.\d) \(n=\d+\)$")
+    SCORE = re.compile(r"(\S+): (\S+) (-?\d+\.\d) \(n=\d+(?:, (\d+) words not encoded)?\)$")
 
     def __init__(self, folder: Path):
         self.path = folder / "log.txt"
@@ -268,7 +306,7 @@ class RunLog:
         self.file.write(text)
         for line in text.splitlines():
             if m := self.SCORE.match(line.strip()):
-                self.scores.append(f"{m[1]} {m[3]}")
+                self.scores.append(f"{m[1]} {m[3]}" + (f" ({m[4]} words not encoded)" if m[4] else ""))
                 self.metric = m[2]
 
     def flush(self) -> None:
@@ -507,7 +545,10 @@ def take(grid: Grid, run: Run, upstream: Run | None, label: str, full: bool = Fa
     its error record."""
     folder = run_dir(run)
     if is_done(run, full):
-        (folder / "train_state.pt").unlink(missing_ok=True)  # left by a kill just after metrics.json
+        try:
+            (folder / "train_state.pt").unlink(missing_ok=True)  # left by a kill just after metrics.json
+        except OSError:  # a read-only (archived, published) runs folder: the run is done all the same
+            pass
         return "done", None
     lock = Lock(folder)
     if not lock.acquire():
@@ -648,6 +689,7 @@ def collect(path: str | Path, overrides: list[str] = ()) -> Path:
                 "train_task": t.params["task"] if t else "none",
                 "eval_task": ev.params["task"], "eval_lang": lang, "split": ev.params["split"],
                 "metric": get_task(ev.params["task"]).metric, "score": s["score"], "n_examples": s["n_examples"],
+                "words_not_encoded": s.get("words_not_encoded", 0),
             })
     training = [_training_row(run, by_id) for phase in ("intermediate", "target") for run in runs[phase]
                 if is_done(run)]
@@ -661,9 +703,10 @@ def collect(path: str | Path, overrides: list[str] = ()) -> Path:
             df.loc[full & (df["inter_task"] == task) & (df["inter_lang"] == lang), "inter_size"] = n
     for name, table in (("results.csv", df), ("controls.csv", pd.DataFrame(controls)),
                         ("training.csv", pd.DataFrame(training))):
-        tmp = out / f".{name}.tmp"
-        table.to_csv(tmp, index=False)
-        os.replace(tmp, out / name)
+        tmp = out / f".{name}.{os.getpid()}.tmp"  # a report of its own: two of one grid may run at once
+        with writing(tmp):
+            table.to_csv(tmp, index=False)
+            os.replace(tmp, out / name)
     write_json(out / "grid.json", {
         "name": grid.name, "params": grid.model_dump(mode="json"), "overrides": list(overrides),
         "model": describe_model(grid),
@@ -732,12 +775,14 @@ def report(path: str | Path, overrides: list[str] = ()) -> Path:
     if (out / "results.csv").read_text().count("\n") < 2:  # no row under the header (or no header)
         raise NoResults("no results yet: run `make run` (or `xfer run <params>`) first")
     publish_runs(out)  # <report_dir>/runs/: the notebooks the report's numbers link to
-    nb = out / "report.ipynb"
-    with RunLog(out) as log:  # the kernel's own warnings go to <report_dir>/log.txt, not the terminal
+    nb = out / f".report.{os.getpid()}.ipynb"  # its own until rendered: another report may run at once
+    with writing(nb), RunLog(out) as log:  # the kernel's own warnings go to <report_dir>/log.txt
         pm.execute_notebook(str(root() / "notebooks" / "04_report.ipynb"), str(nb),
                             parameters={"results_dir": str(out)}, kernel_name="python3", cwd=str(root()),
                             progress_bar=False, stdout_file=log, stderr_file=log)
-    print("report: " + " and ".join(str(f) for f in render(nb, out).values()))
+        files = render(nb, out)
+        os.replace(nb, out / "report.ipynb")
+    print("report: " + " and ".join(str(f) for f in files.values()))
     return out
 
 
@@ -884,6 +929,9 @@ def main(argv=None):
             failures = read_json(report(args.params, args.overrides) / "grid.json")["failures"]
         except NoResults as e:
             failures, error = [], "; ".join(filter(None, (error, str(e))))
+        except OSError as e:  # a full disk or a read-only report folder: which file, and why
+            print(f"error: {e.filename or ''}: {e.strerror or e}; the report was not replaced", file=sys.stderr)
+            return 1
         if failures and not error:
             error = f"{len(failures)} runs failed or did not run; the report lists them"
     if error:
