@@ -108,7 +108,7 @@ def _data_line(deg: pd.DataFrame, inter: pd.DataFrame, definition: str) -> str:
 
 def analysis_plan(grid) -> dict:
     """The settings the primary test depends on (a Grid, or grid.json's validated `params`), with
-    their hash: grid.json and preregistration.json both carry it."""
+    their hash: grid.json and the runs' pre-registration record (`preregister`) carry it."""
     if isinstance(grid, dict):
         from xfer.config import Grid
 

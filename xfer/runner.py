@@ -16,6 +16,7 @@ and the command exits 1. Usage:
 from __future__ import annotations
 
 import argparse
+import errno
 import itertools
 import json
 import multiprocessing
@@ -580,10 +581,12 @@ def take(grid: Grid, run: Run, upstream: Run | None, label: str, full: bool = Fa
                    "traceback": re.sub(r"\x1b\[[0-9;]*m", "", traceback.format_exc())[-4000:]}
             try:
                 write_json(folder / "error.json", err)
-            except OSError as w:  # a full disk: nothing more can be recorded, so stop, in one line
-                free = shutil.disk_usage(next(p for p in (folder, *folder.parents) if p.exists())).free / 2**20
+            except OSError as w:  # a full disk, a folder we may not write: nothing more can be recorded, so stop
+                where = next(p for p in (folder, *folder.parents) if p.exists())
+                free = (f"; {shutil.disk_usage(where).free / 2**20:.1f} MiB free there"
+                        if w.errno in (errno.ENOSPC, errno.EDQUOT) else "")  # space only when it is the reason
                 raise GridStopped(f"{run.phase} run {run.id} failed and its error record cannot be written to "
-                                  f"{folder} ({w.strerror or w}; {free:.1f} MiB free there); the grid stops") from None
+                                  f"{folder} ({w.strerror or w}{free}); the grid stops") from None
             print(f"{label}: FAILED ({err['error'][:300]}); see {folder}", flush=True)
             return "failed", err
     finally:
@@ -796,6 +799,38 @@ def summary(grid: Grid, runs: dict[str, list[Run]]) -> str:
     return "\n".join(lines)
 
 
+def longest_sentences(runs: dict[str, list[Run]], window: int = 512) -> str:
+    """Per tagging evaluation file, its longest sentence among the examples the grid scores, in
+    subwords of the grid's tokenizer (in words until its pretrained step has run), one line per
+    task, and a line naming each file whose longest exceeds the model's `window`: such a sentence
+    is scored in windows (`TaggingTask.windows`), said here before any run."""
+    from xfer.data import evaluation_set
+    from xfer.models import load_tokenizer
+
+    pre = runs["pretrained"][0]
+    tokenizer = load_tokenizer(checkpoint(pre)) if is_done(pre) else None
+    unit = "subwords" if tokenizer is not None else "words (subwords counted once the pretrained step has run)"
+    lines, seen = [], set()
+    for ev in runs["evaluate"]:
+        task, split = get_task(ev.params["task"]), ev.params["split"]
+        if task.family != "tagging" or task.name in seen:
+            continue
+        seen.add(task.name)
+        longest, over = {}, []
+        for lang in ev.params["languages"]:
+            words = [ex["tokens"] for ex in evaluation_set(task.load(lang, split), ev.params.get("max_examples"),
+                                                           ev.params.get("sample_seed", 0))]
+            longest[lang] = max(len(ids) for ids in tokenizer(words, is_split_into_words=True)["input_ids"]) \
+                if tokenizer is not None else max(map(len, words))
+            if tokenizer is not None and longest[lang] > window:
+                over.append(f"  {task.path(lang, split) if task.reads_local() else f'{task.name} {lang} {split}'}: "
+                            f"a sentence of {longest[lang]} subwords, over the {window}-subword window: scored in windows")
+        lines.append(f"  longest {task.name} {split} sentence in {unit}: "
+                     + ", ".join(f"{lang} {n}" for lang, n in longest.items()))
+        lines += over
+    return "\n".join(lines)
+
+
 EXAMPLES = """examples:
   xfer plan params/smoke.yaml                          validate, print runs, GPU hours and the primary test's MDE
   xfer all params/cpu.yaml --set seeds=[1]             run what is not done, then render the report
@@ -899,6 +934,8 @@ def main(argv=None):
         except Exception as e:  # noqa: BLE001 - corpus sizes of hub data need the hub
             print(f"  GPU hours: not estimated ({type(e).__name__}: {str(e)[:200]})", flush=True)
         print(plan_lines(grid, runs), flush=True)
+        if longest := longest_sentences(runs):
+            print(longest, flush=True)
         if slurm:
             from xfer.slurm import describe_plan
 
