@@ -161,9 +161,13 @@ def replace_dir(tmp: Path, final: Path) -> None:
             pass
         try:
             os.replace(tmp, final)
-            break
         except OSError as e:
-            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST) or attempt == 19:
-                raise
-        finally:
-            shutil.rmtree(old, ignore_errors=True)
+            try:
+                os.replace(old, final)  # put the older one back: a failed replace loses nothing
+            except OSError:  # none was moved, or the other process's folder is already in place
+                shutil.rmtree(old, ignore_errors=True)
+            if e.errno in (errno.ENOTEMPTY, errno.EEXIST) and attempt < 19:
+                continue
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+        return

@@ -82,14 +82,15 @@ def header(grid: dict, deg: pd.DataFrame, definition: str, results_dir: str | Pa
 
 
 def unread_words(deg: pd.DataFrame) -> str:
-    """A warning when some evaluation words never reached the model (a word longer than the
-    model's window by itself): they are scored as wrong, so the language's score is too low."""
+    """A warning when some evaluation words never reached the model (a word the tokenizer gives no
+    subword, or the tail of a single word longer than the window; a long sentence is scored in
+    windows): they are scored as wrong, so the language's score is too low."""
     if "words_not_encoded" not in deg or not deg["words_not_encoded"].gt(0).any():
         return ""
     per = deg[deg["words_not_encoded"] > 0].groupby(["eval_task", "eval_lang"])["words_not_encoded"].max()
     where = ", ".join(f"{t} {lang} ({n:.0f})" for (t, lang), n in per.items())
     return (f"**Warning: words not encoded.** In {where}, some evaluation words (most in one run in brackets) "
-            "did not fit the model's window and are scored as wrong: those languages' scores are too low.")
+            "never reached the model and are scored as wrong: those languages' scores are too low.")
 
 
 def _data_line(deg: pd.DataFrame, inter: pd.DataFrame, definition: str) -> str:
