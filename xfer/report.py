@@ -148,9 +148,9 @@ def preregister(grid, first: str, finished: int, total: int) -> dict:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-            with os.fdopen(fd, "w") as f:
-                json.dump(rec, f, indent=2, sort_keys=True)
-            try:
+            try:  # the temp file goes on every path, a full disk included
+                with os.fdopen(fd, "w") as f:
+                    json.dump(rec, f, indent=2, sort_keys=True)
                 os.link(tmp, path)  # fails if another process registered first: its record stands
             except FileExistsError:
                 pass

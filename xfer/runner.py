@@ -779,10 +779,11 @@ def report(path: str | Path, overrides: list[str] = ()) -> Path:
         raise NoResults("no results yet: run `make run` (or `xfer run <params>`) first")
     publish_runs(out)  # <report_dir>/runs/: the notebooks the report's numbers link to
     nb = out / f".report.{os.getpid()}.ipynb"  # its own until rendered: another report may run at once
-    with writing(nb), RunLog(out) as log:  # the kernel's own warnings go to <report_dir>/log.txt
-        pm.execute_notebook(str(root() / "notebooks" / "04_report.ipynb"), str(nb),
-                            parameters={"results_dir": str(out)}, kernel_name="python3", cwd=str(root()),
-                            progress_bar=False, stdout_file=log, stderr_file=log)
+    with writing(nb):
+        with RunLog(out) as log:  # the kernel's own warnings go to <report_dir>/log.txt, not the terminal
+            pm.execute_notebook(str(root() / "notebooks" / "04_report.ipynb"), str(nb),
+                                parameters={"results_dir": str(out)}, kernel_name="python3", cwd=str(root()),
+                                progress_bar=False, stdout_file=log, stderr_file=log)
         files = render(nb, out)
         os.replace(nb, out / "report.ipynb")
     print("report: " + " and ".join(str(f) for f in files.values()))
