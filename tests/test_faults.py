@@ -13,6 +13,8 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -326,3 +328,336 @@ def test_a_lock_whose_holder_was_killed_is_free_at_once(grid, tmp_path):
     lock = runner.Lock(folder)
     assert lock.acquire()
     lock.release()
+
+
+# ----------------------------------------------------------------------------- issue 23: trust the record
+
+
+def registration_text(path, overrides=()):
+    """The first page's pre-registration line for the grid as `collect` records it in grid.json."""
+    from xfer import report
+
+    grid_json = json.loads((runner.collect(path, list(overrides)) / "grid.json").read_text())
+    return report.registered(None, grid_json), grid_json["preregistration"]
+
+
+def test_preregistration_is_bound_to_the_runs(grid, tmp_path):
+    """The record is the runs' (written when the first run started), not the report folder's: a
+    new report_dir finds it; a deleted, rewritten or corrupt one is said to be so, never 'before
+    the first run', and collecting the report still works."""
+    path, r = grid
+    text, reg = registration_text(path)
+    assert reg["finished"] == 0 and "before the first run" in text and "are those registered" in text
+    for role in ("e_base", "e_inter"):  # each evaluation records the plan it was started under
+        assert json.loads((runner.run_dir(r[role]) / "params.json").read_text())["preregistration"] == {
+            "hash": reg["hash"], "time": reg["time"]}
+    # a changed plan under a new report folder: no file edited, nothing deleted
+    changed = [f"report_dir={tmp_path / 'fresh-report'}", "low_resource=either", "analysis.primary.smallest_effect=1"]
+    text, again = registration_text(path, changed)
+    assert again == reg and "changed after the runs began" in text and "low_resource, analysis" in text
+    # the record deleted after every run finished, then the plan changed
+    record = Path(reg["path"])
+    record.unlink()
+    text, new = registration_text(path, changed)
+    assert new["finished"] == 2 and new["time"] >= reg["time"], new
+    assert "deleted or rewritten after the runs began" in text and "differs from the runs' one" in text
+    assert "before the first run" not in text
+    # ... and with the runs' own record gone too (runs from before it was kept): the count says it
+    for role in ("e_base", "e_inter"):
+        p = runner.run_dir(r[role]) / "params.json"
+        p.write_text(json.dumps({k: v for k, v in json.loads(p.read_text()).items() if k != "preregistration"}))
+    text, _ = registration_text(path, changed)
+    assert "after 2 of the grid's 2 evaluation runs had finished" in text and "before the first run" not in text
+    # a corrupt record: one sentence, the report still collected, the damaged file left for inspection
+    record.write_text('{"hash": "abc", "ti')
+    text, bad = registration_text(path)
+    assert "no usable record" in text and "not valid JSON" in text and "before the first run" not in text
+    assert record.read_text() == '{"hash": "abc", "ti'
+
+
+def alive(pid: int) -> bool:
+    """Whether a process exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def descendants(pid: int) -> set[int]:
+    found, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/task/{p}/children") as f:
+                kids = [int(c) for c in f.read().split()]
+        except FileNotFoundError:
+            kids = []
+        found.update(kids)
+        todo += kids
+    return found
+
+
+def gone_within(pids, seconds: float) -> set[int]:
+    """The pids still alive after waiting up to `seconds` for them to go."""
+    deadline = time.time() + seconds
+    while time.time() < deadline and any(alive(p) for p in pids):
+        time.sleep(0.2)
+    return {p for p in pids if alive(p)}
+
+
+def test_runner_killed_while_its_worker_starts_leaves_no_process_and_no_false_error(grid):
+    """SIGKILL of the runner while its worker is still importing (before it could arm its
+    parent-death signal): the worker exits instead of taking the run; no error.json is written."""
+    path, r = grid
+    shutil.rmtree(runner.run_dir(r["e_base"]))  # one run to do
+    proc = subprocess.Popen([sys.executable, "-m", "xfer.runner", "run", str(path)], cwd=root(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, kids = time.time() + 120, set()
+    while time.time() < deadline and not kids:
+        kids = {k for k in descendants(proc.pid) if b"spawn_main" in Path(f"/proc/{k}/cmdline").read_bytes()}
+        time.sleep(0.05)
+    assert kids, "the runner started no worker"
+    everyone = descendants(proc.pid)
+    proc.kill()
+    proc.wait()
+    assert gone_within(everyone, 30) == set()
+    folder = runner.run_dir(r["e_base"])
+    assert not (folder / "error.json").exists() and not (folder / "metrics.json").exists()
+
+
+def test_long_evaluation_sentence_is_scored_in_windows(data, tmp_path):
+    """A 20,000-word sentence in a real UD-POS file (its Yoruba words repeated): scored in windows
+    of at most the model's length, every word read (none scored as 'not encoded')."""
+    from xfer.config import ModelConfig
+    from xfer.models import build_scratch, load_tokenizer
+    from xfer.tasks import get_task
+    from xfer.tasks.tagging import read_conll
+
+    task = get_task("udpos")
+    real = (data / "xtreme" / "udpos" / "test-yo.tsv").read_text()
+    words = [line for line in real.splitlines() if line.strip()]
+    long_file = tmp_path / "test-yo.tsv"
+    long_file.write_text(real.rstrip("\n") + "\n\n" + "\n".join(words[i % len(words)] for i in range(20_000)) + "\n")
+    examples = read_conll(long_file, labels=task.labels)
+    assert len(examples[-1]["tokens"]) == 20_000
+    model_dir = build_scratch(ModelConfig(source="scratch", name="t", scratch={
+        "hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64}), tmp_path / "m")
+    tokenizer = load_tokenizer(model_dir)
+    pieces, spans = task.windows(examples, tokenizer, 512)
+    cut = [p for p, (i, _) in zip(pieces, spans) if i == len(examples) - 1]
+    assert len(cut) > 20 and [w for p in cut for w in p["tokens"]] == examples[-1]["tokens"]
+    assert max(len(tokenizer(p["tokens"], is_split_into_words=True)["input_ids"]) for p in cut) <= 512
+    scores = task.evaluate(task.build_model(model_dir), examples[-3:], tokenizer, 512, 64)
+    assert scores["words_not_encoded"] == 0 and scores["sentences_in_windows"] == 1  # 19,761+ unread before
+    assert scores["tokens"] == sum(len(ex["tokens"]) for ex in examples[-3:])
+
+
+def test_words_not_encoded_reach_terminal_table_and_report(grid, tmp_path, capfd):
+    """Words a model never read (here recorded by hand in a real finished run: a word of nothing
+    but zero-width characters gets no subword) show in the run's terminal line, results.csv, the
+    per-language table and a warning on the report's first page."""
+    from xfer import analysis, report
+
+    path, r = grid
+    with runner.RunLog(tmp_path / "run") as log:
+        log.write("yo: f1 3.3 (n=20, 19761 words not encoded)\nen: f1 40.0 (n=20)\n")
+    out = capfd.readouterr().out
+    assert "run f1: yo 3.3 (19761 words not encoded), en 40.0" in out
+    assert "19761 words not encoded" in (tmp_path / "run" / "log.txt").read_text()
+    m = runner.run_dir(r["e_base"]) / "metrics.json"
+    metrics = json.loads(m.read_text())
+    metrics["scores"]["yo"]["words_not_encoded"] = 7
+    m.write_text(json.dumps(metrics))
+    (m.parent / ".verified.json").unlink(missing_ok=True)
+    out_dir = runner.collect(path)
+    results, grid_json = analysis.load_results(out_dir)
+    assert sorted(results.loc[results["eval_lang"] == "yo", "words_not_encoded"]) == [0, 7]
+    deg = analysis.degradation(results)
+    table = analysis.per_language_table(deg, "joshi_le2")
+    unread = table["words not encoded (most in a run)"]
+    assert unread.loc[("udpos", "yo")] == 7 and unread.loc[("udpos", "en")] == 0
+    assert "udpos yo (7)" in report.header(grid_json, deg, "joshi_le2", out_dir)
+
+
+def one_error_line(proc) -> str:
+    """The single `error:` line of a finished command, after checking there is no traceback."""
+    assert "Traceback" not in proc.stderr, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stdout + proc.stderr
+    return errors[0]
+
+
+def xfer(args, env=None, prefix=(), **kw):
+    return subprocess.run([*prefix, sys.executable, "-m", "xfer.runner", *args], cwd=root(), capture_output=True,
+                          text=True, env={**os.environ, **(env or {})}, timeout=600, **kw)
+
+
+def test_bad_settings_stop_at_once_in_one_line(grid, tmp_path):
+    """A setting from the environment, an overlong folder name and a grid too large to plan:
+    one line naming the setting and what is allowed, exit 2, before any data is read."""
+    path, _ = grid
+    bad = xfer(["plan", str(path)], {"XFER_LOCK_TIMEOUT": "abc"})
+    assert bad.returncode == 2 and "XFER_LOCK_TIMEOUT='abc' is not a number" in one_error_line(bad)
+    bad = xfer(["plan", str(path), "--set", f"report_dir={tmp_path / ('r' * 300)}"])
+    assert bad.returncode == 2 and "is 300 bytes long; allowed: names of at most 255" in one_error_line(bad)
+    t0 = time.time()
+    bad = xfer(["plan", str(path), "--set", f"seeds=[{', '.join(map(str, range(1, 10_001)))}]"])
+    assert bad.returncode == 2 and "runs (10000 seeds); allowed: at most 20,000" in one_error_line(bad)
+    assert time.time() - t0 < 60  # the import of xfer and the parse of 10,000 seeds; 12 min before
+
+
+def without_dac(cmd: str) -> list[str]:
+    """`cmd` as root without the capabilities that ignore file permissions (as an ordinary user)."""
+    return ["setpriv", "--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search",
+            "sh", "-c", cmd]
+
+
+@pytest.fixture
+def no_dac():
+    if shutil.which("setpriv") is None or subprocess.run(without_dac("true")).returncode:
+        pytest.skip("setpriv cannot drop the file-permission capabilities here")
+    if os.getuid() != 0:
+        pytest.skip("runs as root without DAC override; as an ordinary user the permissions apply anyway")
+
+
+def test_permission_faults_stop_in_one_line(grid, data, tmp_path, no_dac):
+    """An unreadable data file and a folder in a data file's place stop `plan` with one line and
+    exit 2; a runs folder whose locks cannot be made stops `run` with one line naming the lock."""
+    path, r = grid
+    private = tmp_path / "data"
+    subprocess.run(["cp", "-rs", str(data), str(private)], check=True)  # links to the real files
+    yo = private / "xtreme" / "udpos" / "test-yo.tsv"
+    yo.unlink()
+    shutil.copyfile(data / "xtreme" / "udpos" / "test-yo.tsv", yo)
+    yo.chmod(0)
+    cmd = f"{sys.executable} -m xfer.runner plan {path}"
+    bad = subprocess.run(without_dac(cmd), cwd=root(), capture_output=True, text=True,
+                         env={**os.environ, "XFER_DATA_DIR": str(private)})
+    line = one_error_line(bad)
+    assert bad.returncode == 2 and f"{yo}: Permission denied; allowed: a readable file" in line, line
+    yo.unlink()
+    yo.mkdir()
+    bad = xfer(["plan", str(path)], {"XFER_DATA_DIR": str(private)})
+    line = one_error_line(bad)
+    assert bad.returncode == 2 and f"{yo}: Is a directory" in line, line
+
+    folder = runner.run_dir(r["e_base"])
+    shutil.rmtree(folder)  # one run to do, in a folder this user cannot write (its old lock file still there)
+    evaluate = folder.parent
+    evaluate.chmod(0o555)
+    try:
+        run = without_dac(f"{sys.executable} -m xfer.runner run {path}")
+        bad = subprocess.run(run, cwd=root(), capture_output=True, text=True)
+        line = one_error_line(bad)
+        assert bad.returncode == 1 and f"cannot be written to {folder} (Permission denied); the grid stops" in line
+        (evaluate / f".{folder.name}.lock").unlink()  # as `chattr +i`: not even a lock can be made there
+        bad = subprocess.run(run, cwd=root(), capture_output=True, text=True)
+    finally:
+        evaluate.chmod(0o755)
+    line = one_error_line(bad)
+    assert bad.returncode == 1 and f"{evaluate}/.{folder.name}.lock: cannot take the run's lock (Permission denied)" \
+        in line, line
+    assert not folder.exists() and runner.is_done(r["e_inter"])  # nothing else of the grid touched
+
+
+def test_a_file_or_an_outside_link_in_place_of_a_run_folder_is_moved_aside(grid, baseline, tmp_path, capfd):
+    """A plain file where a run folder should be, and a run folder that is a link to a folder
+    outside the runs folder: each is moved aside (kept) and its run redone inside; nothing is
+    written outside, and recorded paths stay relative."""
+    path, r = grid
+    e_base, t_inter = runner.run_dir(r["e_base"]), runner.run_dir(r["t_inter"])
+    shutil.rmtree(e_base)
+    e_base.write_text("not a folder")
+    outside = tmp_path / "elsewhere"
+    shutil.move(t_inter, outside)
+    t_inter.symlink_to(outside)
+    shutil.rmtree(runner.run_dir(r["e_inter"]))  # its evaluation still to do: it would read the link
+    before = sorted(p.name for p in outside.rglob("*"))
+    assert runner.run_grid(path) == {"done": 3, "ran": 3, "failed": 0, "skipped": 0}
+    out = capfd.readouterr().out
+    assert f"{e_base}: not a folder" in out and f"{t_inter}: a link to {outside}, outside the runs folder" in out
+    assert e_base.is_dir() and t_inter.is_dir() and not t_inter.is_symlink()
+    assert sorted(p.name for p in outside.rglob("*")) == before
+    recorded = json.loads((runner.run_dir(r["e_inter"]) / "params.json").read_text())["upstream_checkpoint"]
+    assert recorded == f"target/{r['t_inter'].id}/checkpoint"
+    assert (runner.collect(path) / "results.csv").read_bytes() == baseline[1]
+
+
+def test_finished_grid_reports_from_a_read_only_runs_folder(grid, tmp_path):
+    """`all` on a finished grid whose runs folder is a read-only mount (a published copy), with a
+    training state left beside a done run and the pre-registration record damaged: exit 0, the
+    report rendered, its first page saying the record is unusable."""
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-rm", "true"]).returncode:
+        pytest.skip("no user/mount namespaces here for a read-only mount")
+    path, r = grid
+    runs = runner.run_dir(r["pre"]).parent.parent
+    (runner.run_dir(r["inter"]) / "train_state.pt").write_bytes(b"left by a kill")
+    record = next((runs / ".preregistration").iterdir())
+    record.write_text("{")
+    script = (f"mount --bind {runs} {runs} && mount -o remount,ro,bind {runs} || exit 99\n"
+              f"touch {runs}/probe 2>/dev/null && exit 98\n"
+              f"{sys.executable} -m xfer.runner all {path} >{tmp_path}/stdout 2>{tmp_path}/stderr\necho $? >{tmp_path}/rc")
+    subprocess.run(["unshare", "-rm", "sh", "-c", script], cwd=root(), check=True, timeout=900)
+    stderr = (tmp_path / "stderr").read_text()
+    assert (tmp_path / "rc").read_text().strip() == "0" and "Traceback" not in stderr, stderr
+    assert (runner.run_dir(r["inter"]) / "train_state.pt").exists()  # untouched: it could not be removed
+    report_dir = tmp_path / "report"
+    assert (report_dir / "index.html").exists()
+    if (report_dir / "report.pdf").exists() and shutil.which("pdftotext"):
+        text = subprocess.run(["pdftotext", str(report_dir / "report.pdf"), "-"], capture_output=True, text=True).stdout
+        assert "no usable record" in " ".join(text.split())
+    assert "no usable record" in (report_dir / "index.html").read_text()
+
+
+def test_reports_at_once_and_a_kill_while_printing(grid, tmp_path):
+    """Two reports of one grid at once both finish (no shared temp folder); a report killed (-9)
+    while chromium prints leaves the last good PDF and HTML in place and no chromium process;
+    its temp folder lies in the report folder, and the next render clears it."""
+    from xfer import report
+
+    if report._chromium()[1]:
+        pytest.skip("no chromium here to print the PDF")
+    path, _ = grid
+    out = tmp_path / "report"
+    both = [subprocess.Popen([sys.executable, "-m", "xfer.runner", "report", str(path)], cwd=root(), text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    for proc in both:
+        stdout, stderr = proc.communicate(timeout=600)
+        assert proc.returncode == 0 and "Traceback" not in stderr, stdout + stderr
+    pdf, index = (out / "report.pdf").read_bytes(), (out / "index.html").read_bytes()
+    assert pdf.startswith(b"%PDF") and not list(out.glob(".runs.partial*")) and not list(out.glob(".pdf-*"))
+
+    proc = subprocess.Popen([sys.executable, "-m", "xfer.runner", "report", str(path)], cwd=root(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, printing = time.time() + 600, set()
+    while time.time() < deadline and not printing and proc.poll() is None:
+        printing = {k for k in descendants(proc.pid) if str(out / ".pdf-") in Path(f"/proc/{k}/cmdline").read_text()}
+        time.sleep(0.05)
+    assert printing, "chromium never started"
+    group = os.getpgid(next(iter(printing)))
+    assert group != os.getpgid(proc.pid)  # a process group of its own
+    everyone = descendants(proc.pid)
+    proc.kill()
+    proc.wait()
+    assert gone_within(everyone, 30) == set()
+    assert (out / "report.pdf").read_bytes() == pdf and (out / "index.html").read_bytes() == index
+    assert [p.name for p in out.glob(".pdf-*")] == [f".pdf-{proc.pid}"]  # in the report folder, not in /tmp
+    report.render(out / "report.ipynb", out)  # the next render clears what the killed one left
+    assert not list(out.glob(".pdf-*")) and (out / "report.pdf").read_bytes().startswith(b"%PDF")
+
+
+def test_plan_names_the_longest_evaluation_sentence_per_file(grid, data):
+    """`make plan` prints, per tagging evaluation file, its longest scored sentence in subwords,
+    and names each file with a sentence over the model's window (a small window here, so the real
+    files have some)."""
+    path, r = grid
+    grid_, runs = runner.plan(path)
+    lines = runner.longest_sentences(runs).splitlines()
+    assert lines[0].startswith("  longest udpos test sentence in subwords: en ") and " yo " in lines[0]
+    longest = {kv.split()[0]: int(kv.split()[1]) for kv in lines[0].split(": ", 1)[1].split(", ")}
+    window = min(longest.values())  # at least one file is over it, unless all are equal
+    over = runner.longest_sentences(runs, window).splitlines()[1:]
+    assert over and all(f"over the {window}-subword window: scored in windows" in line for line in over)
+    assert {Path(line.split(":")[0].strip()).name for line in over} == {
+        f"test-{lang}.tsv" for lang, n in longest.items() if n > window}

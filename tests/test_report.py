@@ -261,23 +261,40 @@ def test_design_table_lists_the_non_default_settings_with_targets_by_index():
 
 
 def test_preregistration_is_written_once_and_compared(tmp_path, monkeypatch):
+    """The record lives in the runs folder, keyed by the grid's first run: another report_dir
+    finds the same one; it is never overwritten; a plan registered after evaluations had finished
+    says so, and one the runs recorded differently is shown as rewritten."""
     from xfer.config import load_grid
 
     monkeypatch.setenv("XFER_OUTPUT", str(tmp_path))
+    monkeypatch.setenv("XFER_RUNS", str(tmp_path / "runs"))
     grid = load_grid(root() / "params" / "smoke.yaml", [f"report_dir={tmp_path}"])
-    path = report.preregister(grid)
-    first = path.read_text()
+    rec = report.preregister(grid, "pre1", 0, 4)
+    first = Path(rec["path"]).read_text()
     assert '"low_resource": "joshi_le2"' in first and '"smallest_effect": 0.5' in first and '"time"' in first
-    later = load_grid(root() / "params" / "smoke.yaml", [f"report_dir={tmp_path}", "low_resource=either",
+    later = load_grid(root() / "params" / "smoke.yaml", [f"report_dir={tmp_path / 'new'}", "low_resource=either",
                                                           "analysis.primary.smallest_effect=1"])
-    assert report.preregister(later).read_text() == first  # never overwritten
-    same = report.registered(tmp_path, {"params": grid.model_dump(mode="json")})
-    assert "are those registered at" in same and report.analysis_plan(grid)["hash"] in same
-    changed = report.registered(tmp_path, {"params": later.model_dump(mode="json")})
+    assert report.preregister(later, "pre1", 4, 4) == rec  # never overwritten, whatever the report_dir
+    same = report.registered(tmp_path, {"params": grid.model_dump(mode="json"), "preregistration": rec})
+    assert "are those registered at" in same and "before the first run" in same and rec["hash"] in same
+    changed = report.registered(tmp_path, {"params": later.model_dump(mode="json"), "preregistration": rec})
     assert "changed after the runs began" in changed and "low_resource, analysis" in changed
     assert "no pre-registration record" in report.registered(tmp_path / "elsewhere", {})
     assert report.analysis_plan(later)["hash"] != report.analysis_plan(grid)["hash"]
 
+    Path(rec["path"]).unlink()  # deleted after 4 evaluations finished: registered again, and saying so
+    again = report.preregister(later, "pre1", 4, 4)
+    text = report.registered(tmp_path, {"params": later.model_dump(mode="json"), "preregistration": again})
+    assert "after 4 of the grid's 4 evaluation runs had finished" in text and "before the first run" not in text
+    runs_said = [{"hash": rec["hash"], "time": rec["time"]}]  # what the evaluations recorded in params.json
+    text = report.registered(tmp_path, {"params": later.model_dump(mode="json"),
+                                        "preregistration": report.checked_registration(again, runs_said)})
+    assert "deleted or rewritten after the runs began" in text and "differs from the runs' one" in text
+    Path(again["path"]).write_text("{not json")
+    damaged = report.preregister(later, "pre1", 4, 4)
+    assert "not valid JSON" in damaged["problem"] and Path(again["path"]).read_text() == "{not json"
+    text = report.registered(tmp_path, {"params": later.model_dump(mode="json"), "preregistration": damaged})
+    assert "no usable record" in text and "before the first run" not in text
 
 def _words(text: str) -> list[str]:
     """Words as a printed table may break them: at blanks, and after a hyphen or an underscore."""

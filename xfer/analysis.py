@@ -86,6 +86,8 @@ def load_results(results_dir: str | Path) -> tuple[pd.DataFrame, dict]:
         results[col] = pd.to_numeric(results[col].replace("", np.nan), errors="coerce")
     results["seed"] = results["seed"].astype("Int64")
     results["inter_size"] = results["inter_size"].astype("Int64")
+    if "words_not_encoded" in results:
+        results["words_not_encoded"] = pd.to_numeric(results["words_not_encoded"], errors="coerce").fillna(0)
     grid = read_json(results_dir / "grid.json")
     return _complete(results), grid
 
@@ -225,6 +227,9 @@ def per_language_table(deg: pd.DataFrame, definition: str) -> pd.DataFrame:
     delta = cells.pivot_table(index=["target_task", "eval_lang"], columns="col", values="delta", aggfunc="mean")
     delta = delta.reindex(columns=order_cols).add_prefix("Δ ")
     table = info.join(base).join(delta)
+    if "words_not_encoded" in d and d["words_not_encoded"].gt(0).any():  # scored as wrong: shown where it happened
+        table = table.join(d.groupby(["target_task", "eval_lang"])["words_not_encoded"].max()
+                           .rename("words not encoded (most in a run)"))
     rank = {lang: i for i, lang in enumerate(order)}
     return table.sort_index(key=lambda idx: idx.map(rank) if idx.name == "eval_lang" else idx)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -97,6 +98,10 @@ def output_path(value: str) -> Path:
     (or inside `XFER_OUTPUT`, a root the user names for output elsewhere), so no setting sends
     results, notebooks or a PDF outside the project."""
     path = (root() / plain_text(value)).resolve()
+    long = next((part for part in path.parts if len(part.encode()) > 255), None)
+    if long is not None:
+        raise ValueError(f"{value!r}: the folder name {long[:40]!r}... is {len(long.encode())} bytes long; allowed: "
+                         "names of at most 255 bytes (the file system's limit)")
     inside = [root().resolve()] + ([Path(os.environ["XFER_OUTPUT"]).resolve()] if os.environ.get("XFER_OUTPUT") else [])
     if not any(path.is_relative_to(r) and (path != r or r != inside[0]) for r in inside):
         where = " or XFER_OUTPUT=" + str(inside[1]) if len(inside) > 1 else ""
@@ -188,12 +193,24 @@ def read_json(path: Path):
 
 
 def replace_dir(tmp: Path, final: Path) -> None:
-    """Move a fully written folder into place, replacing any older one."""
-    if final.exists():
-        old = final.with_name(final.name + ".old")
+    """Move a fully written folder into place, replacing any older one. Safe against another
+    process doing the same at once (two reports of one grid): each moves the old folder to a name
+    of its own, and the last one to move its folder in wins."""
+    for attempt in range(20):
+        old = final.with_name(f".{final.name}.old-{os.getpid()}-{attempt}")
+        try:
+            os.replace(final, old)
+        except FileNotFoundError:  # none yet, or the other process has just moved it
+            pass
+        try:
+            os.replace(tmp, final)
+        except OSError as e:
+            try:
+                os.replace(old, final)  # put the older one back: a failed replace loses nothing
+            except OSError:  # none was moved, or the other process's folder is already in place
+                shutil.rmtree(old, ignore_errors=True)
+            if e.errno in (errno.ENOTEMPTY, errno.EEXIST) and attempt < 19:
+                continue
+            raise
         shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
+        return

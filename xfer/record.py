@@ -73,6 +73,8 @@ def problem(folder: Path, required: tuple[str, ...] = (), full: bool = False) ->
     has no metrics.json; any other answer names the damaged file (the run is corrupt)."""
     folder = Path(folder)
     path = folder / METRICS
+    if folder.exists() and not folder.is_dir():  # a file where the run's folder should be
+        return f"{folder}: not a folder"
     if not path.exists():
         return "not run"
     try:

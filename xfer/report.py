@@ -4,14 +4,18 @@ notebook to `index.html` and `report.pdf` with Debian's chromium, no TeX and no 
 
 from __future__ import annotations
 
+import functools
 import html
+import json
 import os
 import re
 import shutil
+import signal
 import string
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +24,7 @@ import pandas as pd
 from xfer.analysis import DEFINITIONS, fmt_size
 from xfer.config import run_id
 from xfer.figures import PRINT_WIDTH
-from xfer.paths import read_json, root, write_json
+from xfer.paths import read_json, root, runs_dir, write_json
 
 QUESTION = ("To what extent does the size of the non-English intermediate training corpus correlate with "
             "zero-shot performance degradation on low-resource target languages?")
@@ -77,7 +81,21 @@ def header(grid: dict, deg: pd.DataFrame, definition: str, results_dir: str | Pa
                  + "".join(f"\n- {a}" for a in approx))
     d = deg[~deg["is_baseline"]]
     lines.append(_data_line(deg, d, definition))
+    if unread := unread_words(deg):
+        lines.append(unread)
     return "\n\n".join(lines)
+
+
+def unread_words(deg: pd.DataFrame) -> str:
+    """A warning when some evaluation words never reached the model (a word the tokenizer gives no
+    subword, or the tail of a single word longer than the window; a long sentence is scored in
+    windows): they are scored as wrong, so the language's score is too low."""
+    if "words_not_encoded" not in deg or not deg["words_not_encoded"].gt(0).any():
+        return ""
+    per = deg[deg["words_not_encoded"] > 0].groupby(["eval_task", "eval_lang"])["words_not_encoded"].max()
+    where = ", ".join(f"{t} {lang} ({n:.0f})" for (t, lang), n in per.items())
+    return (f"**Warning: words not encoded.** In {where}, some evaluation words (most in one run in brackets) "
+            "never reached the model and are scored as wrong: those languages' scores are too low.")
 
 
 def _data_line(deg: pd.DataFrame, inter: pd.DataFrame, definition: str) -> str:
@@ -96,7 +114,7 @@ def _data_line(deg: pd.DataFrame, inter: pd.DataFrame, definition: str) -> str:
 
 def analysis_plan(grid) -> dict:
     """The settings the primary test depends on (a Grid, or grid.json's validated `params`), with
-    their hash: grid.json and preregistration.json both carry it."""
+    their hash: grid.json and the runs' pre-registration record (`preregister`) carry it."""
     if isinstance(grid, dict):
         from xfer.config import Grid
 
@@ -105,36 +123,90 @@ def analysis_plan(grid) -> dict:
     return {**plan, "hash": run_id(plan)}
 
 
-def preregister(grid) -> Path:
-    """`<report_dir>/preregistration.json`: the analysis plan and the time the first run started.
-    Written once (atomically), never overwritten, so the report can tell a plan changed afterwards."""
+def preregister(grid, first: str, finished: int, total: int) -> dict:
+    """The analysis plan as registered for the grid's runs, whatever its report_dir: a record in
+    `runs/.preregistration/`, keyed by the grid's first run (its pretrained run) and its name,
+    holding the plan, the time, and how many of the grid's `total` evaluation runs had `finished`
+    then (0: before any result could be seen). Written once (atomically, first writer wins), never
+    overwritten; a deleted one is written again with the count of that moment, so deleting it
+    cannot pass a later plan off as one made before the runs. Returns the record with its `path`,
+    or {"path", "problem"} when it is damaged or cannot be written (a read-only runs folder): the
+    report then says so, and still renders."""
     from datetime import datetime, timezone
 
-    path = grid.report_path() / "preregistration.json"
-    if not path.exists():
-        write_json(path, {**analysis_plan(grid), "time": datetime.now(timezone.utc).isoformat(timespec="seconds")})
-    return path
+    path = runs_dir() / ".preregistration" / f"{first}-{run_id({'grid': grid.name})}.json"
+    for attempt in (1, 2):
+        try:
+            rec = read_json(path)
+        except FileNotFoundError:
+            rec = None
+        except (ValueError, OSError) as e:
+            return {"path": str(path), "problem": str(e)}
+        if rec is not None:
+            if not isinstance(rec, dict) or not {"hash", "time", "finished"} <= set(rec):
+                return {"path": str(path), "problem": f"{path}: not a pre-registration record (no hash, time, finished)"}
+            return {**rec, "path": str(path)}
+        if attempt == 2:
+            break
+        rec = {**analysis_plan(grid), "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+               "finished": finished, "evaluations": total}
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+            try:  # the temp file goes on every path, a full disk included
+                with os.fdopen(fd, "w") as f:
+                    json.dump(rec, f, indent=2, sort_keys=True)
+                os.link(tmp, path)  # fails if another process registered first: its record stands
+            except FileExistsError:
+                pass
+            finally:
+                os.unlink(tmp)
+        except OSError as e:
+            return {"path": str(path), "problem": f"{path}: no record, and none can be written ({e.strerror or e})"}
+    return {"path": str(path), "problem": f"{path}: written but not found again"}
+
+
+def checked_registration(rec: dict, recorded: list[dict]) -> dict:
+    """`rec` (from `preregister`) checked against the registrations the grid's finished
+    evaluation runs recorded when they ran (params.json): when they differ, the record was deleted
+    or rewritten after the runs began, and the runs' earliest one is the plan to compare against."""
+    seen = sorted({(r["time"], r["hash"]) for r in recorded if isinstance(r, dict) and "time" in r and "hash" in r})
+    if not seen or "problem" in rec or (rec["time"], rec["hash"]) in seen:
+        return rec
+    return {**rec, "runs_registered": {"time": seen[0][0], "hash": seen[0][1]}}
 
 
 def registered(results_dir: str | Path | None, grid: dict) -> str:
-    """The grid's current analysis plan against the one registered when its runs began, in words."""
-    path = (root() / (results_dir or ".")) / "preregistration.json"  # an absolute results_dir stays as it is
-    if results_dir is None or not path.exists():
-        return ("no pre-registration record beside these results (xfer writes one when the first run starts; "
-                "older results have none): the low-resource definition and the primary block may have been set "
-                "after the results were seen.")
-    reg = read_json(path)
+    """The grid's current analysis plan against the one registered for its runs (grid.json's
+    `preregistration`, from `preregister` and `checked_registration`), in words. Never "before the
+    first run" unless the record shows no evaluation had finished when it was written."""
+    reg = grid.get("preregistration")
+    after = " Read the primary test as chosen after the results could be seen."
+    if not reg:
+        return ("no pre-registration record with these results (xfer keeps one in the runs folder from the first "
+                "run on; older results have none): the low-resource definition and the primary block may have been "
+                "set after the results were seen.")
+    if "problem" in reg:
+        return f"**no usable record**: {reg['problem']}." + after
     try:
         now = analysis_plan(grid.get("params", {}))
     except ValueError:
         return f"registered {reg.get('time')}; the grid's settings could not be read to compare."
+    if "runs_registered" in reg:
+        runs = reg["runs_registered"]
+        return (f"**the record was deleted or rewritten after the runs began**: it says hash `{reg['hash']}` at "
+                f"{reg['time']}, the runs were started under hash `{runs['hash']}` at {runs['time']}; the plan now "
+                f"{'matches' if now['hash'] == runs['hash'] else 'differs from'} the runs' one." + after)
+    n = reg.get("finished")
+    when = ("before the first run" if n == 0 else
+            f"**after {n} of the grid's {reg.get('evaluations', '?')} evaluation runs had finished**")
     if now["hash"] == reg.get("hash"):
         return (f"the low-resource definition and the primary test's settings are those registered at "
-                f"{reg.get('time')}, before the first run (hash `{reg.get('hash')}`).")
+                f"{reg.get('time')}, {when} (hash `{reg.get('hash')}`)." + ("" if n == 0 else after))
     changed = [k for k in ("low_resource", "analysis") if now[k] != reg.get(k)]
-    return (f"**changed after the runs began**: {', '.join(changed)} differ from the record of {reg.get('time')} "
-            f"(registered: {reg.get('low_resource')}, {reg.get('analysis')}; now: {now['low_resource']}, "
-            f"{now['analysis']}). Read the primary test as chosen after the results could be seen.")
+    return (f"**changed after the runs began**: {', '.join(changed)} differ from the record of {reg.get('time')}, "
+            f"registered {when.replace('**', '')} (registered: {reg.get('low_resource')}, {reg.get('analysis')}; "
+            f"now: {now['low_resource']}, {now['analysis']})." + after)
 
 
 # the design's defining settings, shown even at their default values
@@ -568,8 +640,10 @@ def publish_runs(results_dir: str | Path, runs: str | Path | None = None) -> Pat
     runs = Path(runs or runs_dir())
     results, _ = load_results(results_dir)
     controls = _controls(results_dir)
-    tmp = results_dir / ".runs.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(dir=results_dir, prefix=".runs.partial-"))  # a report of its own: renders at once
+    for stale in results_dir.glob(".runs.partial-*"):  # left by a killed render (not one running now: too new)
+        if stale != tmp and time.time() - stale.stat().st_mtime > 3600:
+            shutil.rmtree(stale, ignore_errors=True)
     exporter = HTMLExporter(template_name="basic")
     have = set()
     for col, phase in RUN_COLUMNS.items():
@@ -585,8 +659,8 @@ def publish_runs(results_dir: str | Path, runs: str | Path | None = None) -> Pat
                 body, _ = exporter.from_notebook_node(nbformat.read(src / "notebook.ipynb", as_version=4))
                 (dst / "notebook.html").write_text(_page(f"{phase} run {rid}", body))
                 have.add(f"{phase}/{rid}")
-    tmp.mkdir(exist_ok=True)
     (tmp / "index.html").write_text(_runs_index(results, have, controls))
+    os.chmod(tmp, 0o755)  # mkdtemp's is 0700: published, readable by a web server
     replace_dir(tmp, results_dir / "runs")
     return results_dir / "runs"
 
@@ -687,35 +761,46 @@ def render(notebook: Path, out_dir: Path) -> dict[str, Path]:
     """Executed notebook → `out_dir/index.html` (inputs hidden, CDN MathJax as nbconvert ships it)
     and `out_dir/report.pdf` (printed by headless chromium from a copy whose MathJax is the local
     Debian one, so the PDF needs no network). Without chromium the HTML is the report: one line on
-    stderr says how to add the PDF, and an earlier PDF stays (no PDF beats a lost one)."""
+    stderr says how to add the PDF, and an earlier PDF stays (no PDF beats a lost one).
+
+    Files are replaced, never removed first: the PDF is printed before either file is replaced, so a
+    kill while printing leaves the last good HTML and PDF. Chromium runs in a process group of its
+    own that dies with this process (`_print_pdf`); its temp folder lies in the report folder
+    (`.pdf-<pid>`), and one a killed render left is cleared by the next."""
     import nbformat
 
     notebook, out_dir = Path(notebook), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     nb = nbformat.read(notebook, as_version=4)
-    index = out_dir / "index.html"
-    _write_atomic(index, _html(nb).encode())
-    pdf = out_dir / "report.pdf"
+    index, pdf = out_dir / "index.html", out_dir / "report.pdf"
+    page_html = _html(nb).encode()
     chromium, missing = _chromium()
     if missing:
+        _write_atomic(index, page_html)
         print(f"report: no PDF, {missing} not found; `apt-get install chromium libjs-mathjax` adds it"
               + (f" ({pdf} is an older one)" if pdf.exists() else ""), file=sys.stderr, flush=True)
         return {"html": index}
-    pdf.unlink(missing_ok=True)  # chromium is here: never leave a PDF of an older run beside the new HTML
-    with tempfile.TemporaryDirectory(prefix="xfer-pdf-") as tmp:
-        page = Path(tmp) / "report.html"
+    for stale in out_dir.glob(".pdf-*"):  # left by a killed render (its process is gone)
+        if not _alive(stale.name.rsplit("-", 1)[-1]):
+            shutil.rmtree(stale, ignore_errors=True)
+    tmp = out_dir / f".pdf-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        page = tmp / "report.html"
         base = f'<base href="{out_dir.resolve().as_uri()}/">'  # the PDF's links open the report folder's runs/
         page.write_text(_html(nb, f"{LOCAL_MATHJAX.as_uri()}?config=TeX-AMS_SVG-full,Safe")
                         .replace("</head>", base + PRINT_CSS + "</head>", 1))
-        printed = Path(tmp) / "report.pdf"
-        cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
-               "--no-pdf-header-footer", "--allow-file-access-from-files", "--virtual-time-budget=15000",
-               f"--user-data-dir={Path(tmp) / 'profile'}", f"--print-to-pdf={printed}", page.as_uri()]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-        if not printed.exists() or printed.stat().st_size == 0:
-            raise RuntimeError(f"chromium did not print {pdf} (exit {proc.returncode}): {proc.stderr[-2000:]}")
+        printed = tmp / "report.pdf"
+        error = _print_pdf(chromium, page, printed, tmp / "profile")
+        if error:  # the HTML is still the report; an older PDF beside it would not match it
+            _write_atomic(index, page_html)
+            pdf.unlink(missing_ok=True)
+            raise RuntimeError(f"chromium did not print {pdf}: {error}")
         _write_atomic(pdf, relative_links(printed.read_bytes(), f"{out_dir.resolve().as_uri()}/"))
+        _write_atomic(index, page_html)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return {"html": index, "pdf": pdf}
 
 
@@ -747,6 +832,54 @@ def relative_links(pdf: bytes, base: str) -> bytes:
     return body + b"\n".join(lines) + b"startxref\n%d\n%%%%EOF\n" % len(body)
 
 
+def _alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+        return True
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:  # another user's process
+        return True
+
+
+def _print_pdf(chromium: str, page: Path, printed: Path, profile: Path) -> str | None:
+    """Print `page` to `printed` with headless chromium; None, or why it failed. Chromium and its
+    helpers run in a process group of their own, armed to be killed when this process dies (even
+    by SIGKILL), and the whole group is killed on the way out (an interrupt, a timeout)."""
+    cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
+           "--no-pdf-header-footer", "--allow-file-access-from-files", "--virtual-time-budget=15000",
+           f"--user-data-dir={profile}", f"--print-to-pdf={printed}", page.as_uri()]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, preexec_fn=functools.partial(_die_with_parent, os.getpid()))
+    try:
+        _, stderr = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        return "no PDF after 300 s"
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # its helpers too, whatever happened
+        except ProcessLookupError:
+            pass
+        proc.wait()
+    if not printed.exists() or printed.stat().st_size == 0:
+        return f"exit {proc.returncode}: {stderr[-2000:]}"
+    return None
+
+
+def _die_with_parent(parent: int) -> None:
+    """In a child before exec: SIGKILL when the parent dies (Linux PR_SET_PDEATHSIG); a parent
+    already gone (killed between fork and here) ends it at once."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:
+        os._exit(1)
+
+
 def _html(nb, mathjax_url: str | None = None) -> str:
     from nbconvert import HTMLExporter
 
@@ -774,6 +907,8 @@ def _write_atomic(path: Path, data: bytes) -> None:
             f.write(data)
         os.chmod(tmp, 0o644)  # published files: readable by the web server, not only by us
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and not e.filename:  # a full disk: say which file
+            raise OSError(e.errno, e.strerror, str(path)) from e
         raise

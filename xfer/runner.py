@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import itertools
 import json
 import multiprocessing
@@ -39,7 +40,8 @@ from xfer.config import (ConfigError, Grid, ModelConfig, Run, TargetConfig, expa
                          split_overrides)
 from xfer.data import read_checked
 from xfer.hub import revisions
-from xfer.paths import checkout, data_dir, from_runs, package_file, read_json, root, runs_dir, to_runs, write_json
+from xfer.paths import (checkout, data_dir, from_runs, package_file, read_json, root, runs_dir, to_runs, write_json,
+                         writing)
 from xfer.tasks import TASKS, get_task
 from xfer.tasks.base import DataError
 
@@ -97,6 +99,9 @@ def validate(grid: Grid) -> tuple[Grid, dict]:
                 counts[task.name, lang, split], sums = read_checked(task, lang, split)
             except DataError as e:  # names the file and line
                 raise ConfigError(f"{field}: {e}" if field else str(e)) from None
+            except OSError as e:  # unreadable (permissions), or a folder where a file should be
+                raise ConfigError(f"{e.filename or task.path(lang, split)}: {e.strerror or e}; allowed: a readable "
+                                  "file") from None
             digests.update({str(Path(p).relative_to(folder)): d for p, d in sums.items()})
         return counts[task.name, lang, split]
 
@@ -205,8 +210,25 @@ def _dev_files(grid: Grid, corpora: set) -> set:
     return out
 
 
+MAX_RUNS = 20_000  # as counted by expected_runs (an upper bound): 8,000 runs plan in ~10 s; study.yaml counts 2,400
+
+
+def expected_runs(grid: Grid) -> int:
+    """At most how many runs the grid expands to (shared baselines counted once per use), from
+    its settings alone (no data read, no run built), so an oversized grid is refused at once."""
+    sizes = [s for s in grid.intermediate.sizes if s != 0]
+    inter = sum(len(grid.intermediate.languages_of(name) or [None]) * len(sizes) for name in grid.intermediate.tasks)
+    upstreams = inter + (0 in grid.intermediate.sizes)
+    return len(grid.seeds) * (inter + 2 * len(grid.targets) * upstreams) * (1 + grid.random_init_control)
+
+
 def plan(path: str | Path, overrides: list[str] = ()) -> tuple[Grid, dict[str, list[Run]]]:
-    grid, signature = validate(load_grid(path, overrides))
+    lock_timeout()  # the environment's settings are checked with the params, before any compute
+    grid = load_grid(path, overrides)
+    if (n := expected_runs(grid)) > MAX_RUNS:
+        raise ConfigError(f"seeds: the grid expands to up to {n:,} runs ({len(grid.seeds)} seeds); allowed: at most "
+                          f"{MAX_RUNS:,} runs per grid (fewer seeds, sizes or languages; split a larger study)")
+    grid, signature = validate(grid)
     return grid, expand(grid, signature)
 
 
@@ -221,8 +243,13 @@ REQUIRED = {"pretrained": ("checkpoint",), "intermediate": ("checkpoint", "losse
 
 
 def state(run: Run, full: bool = False) -> str | None:
-    """None when the run is done and its record verifies; else why not: "not run", or what is damaged."""
-    return record.problem(run_dir(run), REQUIRED[run.phase], full)
+    """None when the run is done and its record verifies; else why not: "not run", or what is damaged.
+    A run folder that is a link out of the runs folder is not one (its outputs would land outside,
+    and a downstream run would record a machine's absolute path): take() moves the link aside."""
+    folder = run_dir(run)
+    if folder.is_symlink() and not folder.resolve().is_relative_to(runs_dir().resolve()):
+        return f"{folder}: a link to {folder.resolve()}, outside the runs folder {runs_dir()}; allowed: a folder in it"
+    return record.problem(folder, REQUIRED[run.phase], full)
 
 
 def is_done(run: Run, full: bool = False) -> bool:
@@ -235,7 +262,15 @@ def checkpoint(run: Run) -> str:
 
 def lock_timeout() -> float:
     """How long a worker waits for a run another worker holds (XFER_LOCK_TIMEOUT, seconds; default a day)."""
-    return float(os.environ.get("XFER_LOCK_TIMEOUT", 24 * 3600))
+    value = os.environ.get("XFER_LOCK_TIMEOUT", "").strip() or str(24 * 3600)
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 <= seconds < float("inf"):
+        raise ConfigError(f"XFER_LOCK_TIMEOUT={value!r} is not a number of seconds; allowed: a number >= 0 "
+                          "(default 86400, a day)")
+    return seconds
 
 
 class Lock:
@@ -249,12 +284,17 @@ class Lock:
         self.lock = FileLock(self.path)
 
     def acquire(self, timeout: float = 0) -> bool:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        """True once held, False after `timeout`; a lock that cannot be made at all (permissions, a
+        read-only folder) stops the grid in one line: no run in that folder can be recorded."""
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             self.lock.acquire(timeout=timeout, poll_interval=1.0)
             return True
         except Timeout:
             return False
+        except OSError as e:
+            raise GridStopped(f"{e.filename or self.path}: cannot take the run's lock ({e.strerror or e}); the grid "
+                              "stops (allowed: a runs folder this user can write)") from None
 
     def release(self):
         self.lock.release()
@@ -278,7 +318,7 @@ class RunLog:
     warnings too. The terminal gets one line of the run's per-language scores when it ends
     (xfer/evaluate.py prints them one by one into the log)."""
 
-    SCORE = re.compile(r"(\S+): (\S+) (-?\d+\.\d) \(n=\d+\)$")
+    SCORE = re.compile(r"(\S+): (\S+) (-?\d+\.\d) \(n=\d+(?:, (\d+) words not encoded)?\)$")
 
     def __init__(self, folder: Path):
         self.path = folder / "log.txt"
@@ -296,7 +336,7 @@ class RunLog:
         self.file.write(text)
         for line in text.splitlines():
             if m := self.SCORE.match(line.strip()):
-                self.scores.append(f"{m[1]} {m[3]}")
+                self.scores.append(f"{m[1]} {m[3]}" + (f" ({m[4]} words not encoded)" if m[4] else ""))
                 self.metric = m[2]
 
     def flush(self) -> None:
@@ -361,18 +401,21 @@ def prepare_pretrained(grid: Grid, run: Run) -> None:
 KERNEL_MANAGER = None  # papermill's default (a fresh kernel per run), except in run_grid's workers
 
 
-def execute(run: Run, upstream: str, log=None) -> None:
+def execute(run: Run, upstream: str, log=None, registration: dict | None = None) -> None:
     """Run one phase notebook with papermill; the executed notebook stays in the run folder.
 
     papermill rewrites its output after every cell, so it writes to a temp name that goes into
-    place whole (with the traceback of a failed run): a full disk or a kill leaves no half notebook."""
+    place whole (with the traceback of a failed run): a full disk or a kill leaves no half notebook.
+    `registration` (the pre-registered plan's hash and time) goes into params.json, so the runs
+    themselves say which plan they were started under (`report.checked_registration`)."""
     import papermill as pm
 
     folder = run_dir(run)
     tasks = [run.params["task"]] + ([run.params["select_task"]] if "select_task" in run.params else [])
     write_json(folder / "params.json", {"phase": run.phase, "id": run.id, "upstream": run.upstream,
                                         "upstream_checkpoint": to_runs(upstream), "params": run.params,
-                                        "hub_revisions": revisions(tasks)})  # outside params: not in the run id
+                                        "hub_revisions": revisions(tasks),  # outside params: not in the run id
+                                        **({"preregistration": registration} if registration else {})})
     tmp = folder / ".notebook.partial.ipynb"
     try:
         pm.execute_notebook(
@@ -405,7 +448,9 @@ def run_grid(path: str | Path, phases=PHASES, overrides: list[str] = (), jobs: i
         runs = select_seeds(runs, seeds)
     from xfer.report import preregister
 
-    preregister(grid)  # <report_dir>/preregistration.json: the analysis plan, fixed before the first run
+    # the analysis plan, fixed before the first run (in the runs folder, whatever the report_dir)
+    reg = preregister(grid, runs["pretrained"][0].id, sum(is_done(r) for r in runs["evaluate"]), len(runs["evaluate"]))
+    registration = None if "problem" in reg else {"hash": reg["hash"], "time": reg["time"]}
     os.environ["XFER_RUNNER_PID"] = str(os.getpid())  # the kernels it starts stop if it is killed
     jobs = jobs or grid.executor.local_jobs()
     if jobs > 1 and not os.environ.get("XFER_THREADS"):
@@ -428,7 +473,7 @@ def run_grid(path: str | Path, phases=PHASES, overrides: list[str] = (), jobs: i
     # warm kernels on CPU machines: forking CUDA-capable kernels from the server is untested here, and a
     # GPU run's minutes dwarf the seconds of imports it would save
     pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=worker_init,
-                               initargs=(not torch.cuda.is_available(),))
+                               initargs=(not torch.cuda.is_available(), os.getpid()))
     running: dict = {}  # future -> (i, phase, run, start time)
     todo = {run.id for _, _, run in pending}  # pending or running: a run waits while its upstream is here
 
@@ -471,7 +516,7 @@ def run_grid(path: str | Path, phases=PHASES, overrides: list[str] = (), jobs: i
                 note = progress(counts["done"] + counts["ran"] + counts["failed"] + counts["skipped"], total,
                                 started, took, left, jobs)
                 with ctrl_c_ignored():  # a worker this starts ignores the terminal's Ctrl-C: the runner stops it
-                    future = pool.submit(take, grid, run, up, label, run.id in feeds, note)
+                    future = pool.submit(take, grid, run, up, label, run.id in feeds, note, registration)
                 running[future] = (i, phase, run, time.time())
             if running:
                 done_now, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -555,24 +600,35 @@ def ctrl_c_ignored():
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
-def worker_init(warm: bool = True) -> None:
+def worker_init(warm: bool = True, runner: int | None = None) -> None:
     """A worker process of `run_grid` goes when the runner goes (Linux: killed with it), so a
     killed runner leaves no worker training on; its notebook kernel then stops too (ipykernel
-    exits when its parent does). With `warm`, its kernels are forked warm (`xfer.kernel`)."""
-    global KERNEL_MANAGER
-    import tqdm
-
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by ctrl_c_ignored; still ignored
-    # tqdm's default lock is a multiprocessing one, whose semaphore a worker stopped after a Ctrl-C
-    # leaves registered: the resource tracker then warns of it as leaked. Its bars go to the run's log.
-    tqdm.tqdm.set_lock(threading.RLock())
-    KERNEL_MANAGER = "xfer.kernel.WarmKernelManager" if warm else None
+    exits when its parent does). The signal is armed first, then the parent checked: a runner
+    killed while this worker was still starting (importing, before it could arm it) is already
+    gone, and the worker exits before it takes a run. With `warm`, its kernels are forked warm."""
     try:
         import ctypes
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):  # not Linux: XFER_RUNNER_PID's check in the kernel still stops the run
         pass
+    if runner is not None and os.getppid() != runner:
+        os._exit(1)  # not sys.exit: nothing of the pool's machinery may run on for a dead runner
+    import tqdm
+
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by ctrl_c_ignored; still ignored
+    # tqdm's default lock is a multiprocessing one, whose semaphore a worker stopped after a Ctrl-C
+    # leaves registered: the resource tracker then warns of it as leaked. Its bars go to the run's log.
+    tqdm.tqdm.set_lock(threading.RLock())
+    global KERNEL_MANAGER
+    KERNEL_MANAGER = "xfer.kernel.WarmKernelManager" if warm else None
+
+
+def runner_gone() -> bool:
+    """Whether the grid runner this process works for was killed (a `run_grid` worker whose
+    parent changed); a Slurm job or an in-process run is its own runner."""
+    pid = int(os.environ.get("XFER_RUNNER_PID") or 0)
+    return bool(pid) and pid not in (os.getpid(), os.getppid())
 
 
 def measured(runs: dict[str, list[Run]], phases=PHASES) -> dict[str, list[float]]:
@@ -604,13 +660,16 @@ def progress(finished: int, total: int, started: float, took: dict, left: dict, 
 
 
 def take(grid: Grid, run: Run, upstream: Run | None, label: str, full: bool = False,
-         note: str = "") -> tuple[str, dict | None]:
+         note: str = "", registration: dict | None = None) -> tuple[str, dict | None]:
     """Run `run` (from its `upstream` run's checkpoint) unless it is done and verifies. Returns the
     outcome ("done", "ran", "failed", or "busy" when another worker holds it) and, for a failure,
     its error record."""
     folder = run_dir(run)
     if is_done(run, full):
-        (folder / "train_state.pt").unlink(missing_ok=True)  # left by a kill just after metrics.json
+        try:
+            (folder / "train_state.pt").unlink(missing_ok=True)  # left by a kill just after metrics.json
+        except OSError:  # a read-only (archived, published) runs folder: the run is done all the same
+            pass
         return "done", None
     lock = Lock(folder)
     if not lock.acquire():
@@ -629,21 +688,25 @@ def take(grid: Grid, run: Run, upstream: Run | None, label: str, full: bool = Fa
                 if run.phase == "pretrained":
                     prepare_pretrained(grid, run)
                 else:
-                    execute(run, checkpoint(upstream), log)
+                    execute(run, checkpoint(upstream), log, registration)
             (folder / "error.json").unlink(missing_ok=True)
             print(f"{label}: done in {time.time() - t0:.0f}s", flush=True)
             return "ran", None
         except Exception as e:  # noqa: BLE001 - a failed run must not stop the grid
+            if runner_gone():  # the runner's kill broke the run, not a fault of its own: record nothing
+                raise SystemExit(f"xfer: the grid runner is gone; {run.phase} run {run.id} stops unrecorded") from None
             # a notebook's own exception, not papermill's wrapper around its coloured traceback
             what = f"{e.ename}: {e.evalue}" if hasattr(e, "ename") else f"{type(e).__name__}: {e}"
             err = {"phase": run.phase, "run_id": run.id, "error": what[-1500:], "notebook": str(folder / "notebook.ipynb"),
                    "traceback": re.sub(r"\x1b\[[0-9;]*m", "", traceback.format_exc())[-4000:]}
             try:
                 write_json(folder / "error.json", err)
-            except OSError as w:  # a full disk: nothing more can be recorded, so stop, in one line
-                free = shutil.disk_usage(next(p for p in (folder, *folder.parents) if p.exists())).free / 2**20
+            except OSError as w:  # a full disk, a folder we may not write: nothing more can be recorded, so stop
+                where = next(p for p in (folder, *folder.parents) if p.exists())
+                free = (f"; {shutil.disk_usage(where).free / 2**20:.1f} MiB free there"
+                        if w.errno in (errno.ENOSPC, errno.EDQUOT) else "")  # space only when it is the reason
                 raise GridStopped(f"{run.phase} run {run.id} failed and its error record cannot be written to "
-                                  f"{folder} ({w.strerror or w}; {free:.1f} MiB free there); the grid stops") from None
+                                  f"{folder} ({w.strerror or w}{free}); the grid stops") from None
             print(f"{label}: FAILED ({err['error'][:300]}); see {folder}", flush=True)
             return "failed", err
     finally:
@@ -751,6 +814,7 @@ def collect(path: str | Path, overrides: list[str] = ()) -> Path:
                 "train_task": t.params["task"] if t else "none",
                 "eval_task": ev.params["task"], "eval_lang": lang, "split": ev.params["split"],
                 "metric": get_task(ev.params["task"]).metric, "score": s["score"], "n_examples": s["n_examples"],
+                "words_not_encoded": s.get("words_not_encoded", 0),
             })
     training = [_training_row(run, by_id) for phase in ("intermediate", "target") for run in runs[phase]
                 if is_done(run)]
@@ -764,14 +828,16 @@ def collect(path: str | Path, overrides: list[str] = ()) -> Path:
             df.loc[full & (df["inter_task"] == task) & (df["inter_lang"] == lang), "inter_size"] = n
     for name, table in (("results.csv", df), ("controls.csv", pd.DataFrame(controls)),
                         ("training.csv", pd.DataFrame(training))):
-        tmp = out / f".{name}.tmp"
-        table.to_csv(tmp, index=False)
-        os.replace(tmp, out / name)
+        tmp = out / f".{name}.{os.getpid()}.tmp"  # a report of its own: two of one grid may run at once
+        with writing(tmp):
+            table.to_csv(tmp, index=False)
+            os.replace(tmp, out / name)
     write_json(out / "grid.json", {
         "name": grid.name, "params": grid.model_dump(mode="json"), "overrides": list(overrides),
         "model": describe_model(grid),
         "low_resource": {"definition": grid.low_resource},
         "analysis": analysis_plan(grid),
+        "preregistration": registration(grid, runs),
         "runs": {p: len(runs[p]) for p in PHASES}, "failures": failures,
         "provenance": {**provenance(runs["pretrained"][0].params["data"]["checksums"]),
                        "hub_revisions": _hub_revisions(runs["pretrained"][0])},
@@ -784,6 +850,21 @@ def reached(grid: Grid, runs: dict[str, list[Run]]) -> int:
     started = {r.params["seed"] for p in ("intermediate", "target") for r in runs[p] if run_dir(r).exists()}
     last = max((grid.seeds.index(s) + 1 for s in started), default=0)
     return next(n for n in grid.analysis.sequential.looks if n >= last)
+
+
+def registration(grid: Grid, runs: dict[str, list[Run]]) -> dict:
+    """The grid's pre-registration record (written now if there is none, with the number of
+    evaluations already finished), checked against the plans its finished evaluations recorded."""
+    from xfer.report import checked_registration, preregister
+
+    done = [ev for ev in runs["evaluate"] if is_done(ev)]
+    recorded = []
+    for ev in done:
+        try:
+            recorded.append(read_json(run_dir(ev) / "params.json").get("preregistration"))
+        except (OSError, ValueError, AttributeError):  # a run from before the record, or a damaged params.json
+            pass
+    return checked_registration(preregister(grid, runs["pretrained"][0].id, len(done), len(runs["evaluate"])), recorded)
 
 
 def _hub_revisions(pretrained: Run) -> dict:
@@ -827,16 +908,19 @@ def report(path: str | Path, overrides: list[str] = ()) -> Path:
     if (out / "results.csv").read_text().count("\n") < 2:  # no row under the header (or no header)
         raise NoResults("no results yet: run `make run` (or `xfer run <params>`) first")
     publish_runs(out)  # <report_dir>/runs/: the notebooks the report's numbers link to
-    nb = out / "report.ipynb"
+    nb = out / f".report.{os.getpid()}.ipynb"  # its own until rendered: another report may run at once
     inside = out.resolve().is_relative_to(root().resolve())  # then named relative to the project, as it moves
-    with RunLog(out) as log:  # the kernel's own warnings go to <report_dir>/log.txt, not the terminal
-        pm.execute_notebook(str(package_file("notebooks", "04_report.ipynb")), str(nb),
-                            parameters={"results_dir": os.path.relpath(out.resolve(), root().resolve()) if inside
-                                        else str(out)}, kernel_name="python3", cwd=str(root()),
-                            progress_bar=False, stdout_file=log, stderr_file=log)
-    publishable(out)  # no machine path in it, every file world-readable: the folder can be moved and published
-    print("report: " + " and ".join(str(f) for f in render(nb, out).values()))
-    print(bottom_line(nb), flush=True)  # the terminal ends with the answer, as the report begins with it
+    with writing(nb):
+        with RunLog(out) as log:  # the kernel's own warnings go to <report_dir>/log.txt, not the terminal
+            pm.execute_notebook(str(package_file("notebooks", "04_report.ipynb")), str(nb),
+                                parameters={"results_dir": os.path.relpath(out.resolve(), root().resolve()) if inside
+                                            else str(out)}, kernel_name="python3", cwd=str(root()),
+                                progress_bar=False, stdout_file=log, stderr_file=log)
+        publishable(out)  # no machine path in it, every file world-readable: the folder can be moved and published
+        files = render(nb, out)
+        os.replace(nb, out / "report.ipynb")
+    print("report: " + " and ".join(str(f) for f in files.values()))
+    print(bottom_line(out / "report.ipynb"), flush=True)  # the terminal ends with the answer, as the report begins with it
     return out
 
 
@@ -847,6 +931,38 @@ def summary(grid: Grid, runs: dict[str, list[Run]]) -> str:
         lines.append(f"  {phase:<12} {len(runs[phase]):>4} runs ({done} done)")
     for task, langs in runs["pretrained"][0].params["data"]["languages"].items():
         lines.append(f"  zero-shot {task} in {len(langs)} languages: {' '.join(langs)}")
+    return "\n".join(lines)
+
+
+def longest_sentences(runs: dict[str, list[Run]], window: int = 512) -> str:
+    """Per tagging evaluation file, its longest sentence among the examples the grid scores, in
+    subwords of the grid's tokenizer (in words until its pretrained step has run), one line per
+    task, and a line naming each file whose longest exceeds the model's `window`: such a sentence
+    is scored in windows (`TaggingTask.windows`), said here before any run."""
+    from xfer.data import evaluation_set
+    from xfer.models import load_tokenizer
+
+    pre = runs["pretrained"][0]
+    tokenizer = load_tokenizer(checkpoint(pre)) if is_done(pre) else None
+    unit = "subwords" if tokenizer is not None else "words (subwords counted once the pretrained step has run)"
+    lines, seen = [], set()
+    for ev in runs["evaluate"]:
+        task, split = get_task(ev.params["task"]), ev.params["split"]
+        if task.family != "tagging" or task.name in seen:
+            continue
+        seen.add(task.name)
+        longest, over = {}, []
+        for lang in ev.params["languages"]:
+            words = [ex["tokens"] for ex in evaluation_set(task.load(lang, split), ev.params.get("max_examples"),
+                                                           ev.params.get("sample_seed", 0))]
+            longest[lang] = max(len(ids) for ids in tokenizer(words, is_split_into_words=True)["input_ids"]) \
+                if tokenizer is not None else max(map(len, words))
+            if tokenizer is not None and longest[lang] > window:
+                over.append(f"  {task.path(lang, split) if task.reads_local() else f'{task.name} {lang} {split}'}: "
+                            f"a sentence of {longest[lang]} subwords, over the {window}-subword window: scored in windows")
+        lines.append(f"  longest {task.name} {split} sentence in {unit}: "
+                     + ", ".join(f"{lang} {n}" for lang, n in longest.items()))
+        lines += over
     return "\n".join(lines)
 
 
@@ -975,6 +1091,8 @@ def main(argv=None):
         except Exception as e:  # noqa: BLE001 - corpus sizes of hub data need the hub
             print(f"  GPU hours: not estimated ({type(e).__name__}: {str(e)[:200]})", flush=True)
         print(plan_lines(grid, runs, hours), flush=True)
+        if longest := longest_sentences(runs):
+            print(longest, flush=True)
         if slurm:
             from xfer.slurm import describe_plan
 
@@ -1014,6 +1132,9 @@ def main(argv=None):
             failures = read_json(report(args.params, args.overrides) / "grid.json")["failures"]
         except NoResults as e:
             failures, error = [], "; ".join(filter(None, (error, str(e))))
+        except OSError as e:  # a full disk or a read-only report folder: which file, and why
+            print(f"error: {e.filename or ''}: {e.strerror or e}; the report was not replaced", file=sys.stderr)
+            return 1
         if failures and not error:
             error = f"{len(failures)} runs failed or did not run; the report lists them"
     if error:

@@ -38,12 +38,12 @@ class RunJob(submitit.helpers.Checkpointable):
     not re-read the grid's data). Checkpointable: on preemption or timeout submitit requeues the
     same call, and the run picks up its training state."""
 
-    def __call__(self, grid, run, upstream) -> str:
+    def __call__(self, grid, run, upstream, registration=None) -> str:
         from xfer import runner
 
         os.environ["XFER_RUNNER_PID"] = str(os.getpid())  # the notebook kernel stops if this job dies
         label = f"{run.phase} {run.id} (Slurm job {os.environ.get('SLURM_JOB_ID', '?')})"
-        outcome, err = runner.take(grid, run, upstream, label, full=True)
+        outcome, err = runner.take(grid, run, upstream, label, full=True, registration=registration)
         if outcome == "busy":  # a local worker or a duplicate job has it: its result is ours
             runner.Lock(runner.run_dir(run)).wait(runner.lock_timeout())
         if not runner.is_done(run):  # a failed job: Slurm then cancels the jobs built on this run
@@ -106,7 +106,10 @@ def submit(params: str | Path, overrides: list[str] = ()) -> dict[str, dict]:
     from xfer.report import preregister
 
     grid, runs = runner.plan(params, overrides)
-    preregister(grid)  # the analysis plan, fixed before the first job starts (as the local runner does)
+    # the analysis plan, fixed before the first job starts (as the local runner does)
+    reg = preregister(grid, runs["pretrained"][0].id, sum(runner.is_done(r) for r in runs["evaluate"]),
+                      len(runs["evaluate"]))
+    registration = None if "problem" in reg else {"hash": reg["hash"], "time": reg["time"]}
     record_path(grid).parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(record_path(grid).with_suffix(".lock"))):  # two `make run` of one grid: one at a time
         record = read_json(record_path(grid)) if record_path(grid).exists() else {}
@@ -126,7 +129,7 @@ def submit(params: str | Path, overrides: list[str] = ()) -> dict[str, dict]:
                 for part in chunks(pending, limits["MaxArraySize"]):
                     ex = _executor(grid, phase)
                     with ex.batch():
-                        submitted = [ex.submit(RunJob(), grid, r, by_id.get(r.upstream)) for r in part]
+                        submitted = [ex.submit(RunJob(), grid, r, by_id.get(r.upstream), registration) for r in part]
                     arrays.append(submitted[0].job_id.split("_")[0])
                     jobs.update({r.id: j.job_id for r, j in zip(part, submitted)})
             after = {**queued, **jobs}

@@ -187,14 +187,41 @@ class TaggingTask(Task):
             labels[i, :len(f["labels"])] = torch.tensor(f["labels"])
         return {**batch, "labels": labels}
 
+    def windows(self, examples, tokenizer, max_length) -> tuple[list[dict], list[tuple[int, int]]]:
+        """Examples cut into consecutive runs of whole words that each fit `max_length` subwords
+        (special tokens included), with (example index, first word) of each: a sentence longer
+        than the model's window is scored in pieces, never truncated with its tail scored as
+        wrong. A sentence that fits is one piece, as it was. Only a single word longer than the
+        window itself is cut (its subwords past the window; `words_not_encoded` counts it)."""
+        room = max(1, max_length - tokenizer.num_special_tokens_to_add())
+        enc = tokenizer([ex["tokens"] for ex in examples], is_split_into_words=True, add_special_tokens=False)
+        pieces, spans = [], []
+        for i, ex in enumerate(examples):
+            if len(enc["input_ids"][i]) <= room:
+                pieces.append(ex)
+                spans.append((i, 0))
+                continue
+            sizes = np.bincount([w for w in enc.word_ids(i) if w is not None], minlength=len(ex["tokens"]))
+            start, used = 0, 0
+            for w, n in enumerate(sizes):
+                if w > start and used + n > room:
+                    pieces.append({**ex, "tokens": ex["tokens"][start:w], "tags": ex["tags"][start:w]})
+                    spans.append((i, start))
+                    start, used = w, 0
+                used += n
+            pieces.append({**ex, "tokens": ex["tokens"][start:], "tags": ex["tags"][start:]})
+            spans.append((i, start))
+        return pieces, spans
+
     @torch.inference_mode()
     def evaluate(self, model, examples, tokenizer, max_length, batch_size, id_map=None):
         from xfer.train import autocast, device_of
 
-        features = self.encode(examples, tokenizer, max_length, id_map)
+        pieces, spans = self.windows(examples, tokenizer, max_length)
+        features = self.encode(pieces, tokenizer, max_length, id_map)
         names = self.label_set()
         order = np.argsort([len(f["input_ids"]) for f in features])  # similar lengths batch together
-        pred = [None] * len(features)
+        pred = [[self.missing_label] * len(ex["tokens"]) for ex in examples]
         model.eval()
         for start in range(0, len(order), batch_size):
             chunk = [features[i] for i in order[start:start + batch_size]]
@@ -203,19 +230,18 @@ class TaggingTask(Task):
                 logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
             best = logits.argmax(-1).cpu().numpy()
             for row, i in enumerate(order[start:start + batch_size]):
-                tags = [self.missing_label] * len(examples[i]["tokens"])
+                example, first = spans[i]
                 prev = None
                 for pos, w in enumerate(features[i]["word_ids"]):
                     if w is not None and w != prev:
-                        tags[w] = names[best[row, pos]]
+                        pred[example][first + w] = names[best[row, pos]]
                     prev = w
-                pred[i] = tags
         gold = [ex["tags"] for ex in examples]
         scores = seqeval_f1(gold, pred) if self.scorer == "seqeval" else token_f1(gold, pred)
         missing = sum(len(ex["tokens"]) - len({w for w in f["word_ids"] if w is not None})
-                      for ex, f in zip(examples, features))
-        return {"score": scores["f1"], **scores, "n_examples": len(examples), "words_not_encoded": missing}
-
+                      for ex, f in zip(pieces, features))
+        return {"score": scores["f1"], **scores, "n_examples": len(examples), "words_not_encoded": missing,
+                "sentences_in_windows": len({i for i, first in spans if first})}
 
 TAGGING_TASKS = [
     TaggingTask(
