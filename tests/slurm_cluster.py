@@ -10,6 +10,7 @@ reads the state of a job that ended without writing its result."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -166,3 +167,20 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running(folder: Path):
+    """A started cluster, with SLURM_CONF pointing at it, stopped on the way out (every daemon gone,
+    even when the test failed)."""
+    import pytest
+
+    c = Cluster(folder).start()
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SLURM_CONF", str(c.conf))
+    try:
+        yield c
+    finally:
+        mp.undo()
+        c.stop()
+        assert not any(_alive(p) for p in c.pids().values())

@@ -23,15 +23,8 @@ RESOURCES = ["executor.kind=slurm", "executor.slurm.gpus=0", "executor.slurm.cpu
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    c = slurm_cluster.Cluster(tmp_path_factory.mktemp("slurm")).start()
-    mp = pytest.MonkeyPatch()
-    mp.setenv("SLURM_CONF", str(c.conf))
-    try:
+    with slurm_cluster.running(tmp_path_factory.mktemp("slurm")) as c:
         yield c
-    finally:
-        mp.undo()
-        c.stop()
-        assert not any(slurm_cluster._alive(p) for p in c.pids().values())
 
 
 def _squeue() -> dict[str, str]:

@@ -38,15 +38,8 @@ RESOURCES = ["executor.slurm.gpus=0", "executor.slurm.cpus_per_task=1", "executo
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    c = slurm_cluster.Cluster(tmp_path_factory.mktemp("slurm")).start()
-    mp = pytest.MonkeyPatch()
-    mp.setenv("SLURM_CONF", str(c.conf))
-    try:
+    with slurm_cluster.running(tmp_path_factory.mktemp("slurm")) as c:
         yield c
-    finally:
-        mp.undo()
-        c.stop()
-        assert not any(slurm_cluster._alive(p) for p in c.pids().values())
 
 
 @pytest.fixture
