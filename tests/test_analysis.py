@@ -5,6 +5,7 @@ rates of the tests are in test_calibration.py."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -394,3 +395,19 @@ def test_a_fixed_epochs_arm_is_exploratory_beside_the_fixed_steps_arm():
     assert row["budget"] == "steps" and row["n_runs"] == 9 and row["dose_confounded"] == ""
     other = _one(res["sensitivity"], budget="epochs")
     assert other["dose_confounded"] == "steps" and other["rci_high"] < 0
+
+
+def test_plan_prints_the_cost_of_a_sequential_design(data):
+    """The maximum and the expected runs and hours under no effect and under the smallest effect of
+    interest, from simulating the rule: between the first look's and the maximum."""
+    from xfer.paths import root
+    from xfer.runner import plan
+
+    grid, runs = plan(root() / "params" / "answer.yaml")
+    text = stats.plan_lines(grid, runs, hours=2.0)
+    total = sum(len(v) for v in runs.values())
+    line = next(li for li in text.splitlines() if li.startswith("  cost:"))
+    assert f"at most {total} runs (12 seeds), 2.00 h" in line
+    expected = [float(x) for x in re.findall(r"expected under [^:]+: (\d+) runs \((\d+\.\d) seeds", line)[0]]
+    assert 3 < expected[1] < 12 and 1 + 20 * 3 <= expected[0] < total
+    assert "expected under an effect of 0.5 per decade" in line
