@@ -42,7 +42,7 @@ def test_dose_and_budget_arm_recorded_by_a_real_run(micro_grid):
         upstream = runner.checkpoint(runs["pretrained"][0])
         features = task.encode(training_set(p["task"], p["language"], p["size"], p["seed"]),
                                load_tokenizer(upstream), t["max_length"], load_id_map(upstream))
-        shuffle = Shuffle.over(features, t["batch_size"], p["seed"], True)
+        shuffle = Shuffle.over(features, t["batch_size"], p["seed"], True, t.get("full_batches", False))
         fed = [i for k in range(m["steps"] * t["grad_accum"]) for i in shuffle(k)]
         assert m["examples_seen"] == len(fed) and m["tokens_seen"] == sum(len(features[i]["input_ids"]) for i in fed)
         assert training.loc[run.id, "examples_seen"] == m["examples_seen"]
