@@ -282,6 +282,7 @@ def test_a_sequential_grid_stops_at_the_look_that_decides(micro_grid, capsys):
     assert report["failures"] == []
     html = (grid.report_path() / "index.html").read_text()
     assert "equivalent after 2 seeds" in html and "The sequential test look by look" in html
+    assert "Seeds finished" in html  # the look table in labelled rows
 
 
 def test_eta_uses_each_phase_s_own_time_and_not_the_one_off_conversion():

@@ -365,6 +365,17 @@ PRIMARY_LABELS = {
 }
 
 
+LOOK_LABELS = {  # stats.look_path's columns, one column per target and look
+    "n_seeds": ("Seeds finished", "{:.0f}"),
+    "estimate": ("Slope of D (points per tenfold corpus size)", "{:+.2f}"),
+    "rci_low": ("95 % repeated CI", "{rci_low:+.2f} to {rci_high:+.2f}"),
+    "p": ("p (t-test across seeds)", "{:.2g}"),
+    "boundary_p": ("Boundary (nominal p the test had to beat)", "{:.2g}"),
+    "eq_low": ("Equivalence interval", "{eq_low:+.2f} to {eq_high:+.2f}"),
+    "decision": ("Decision", "{}"),
+}
+
+
 def facts(df: pd.DataFrame, labels: dict, by=("target_task",), links=None) -> pd.DataFrame:
     """A result table turned for readers: one row per quantity, labelled with its unit (`labels`,
     see PRIMARY_LABELS), one column per record of `df` named by its `by` fields, every value
