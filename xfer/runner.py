@@ -474,6 +474,11 @@ def run_grid(path: str | Path, phases=PHASES, overrides: list[str] = (), jobs: i
     # GPU run's minutes dwarf the seconds of imports it would save
     pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=worker_init,
                                initargs=(not torch.cuda.is_available(), os.getpid()))
+    # every worker now, before the pool's own threads exist: while SIGINT is ignored process-wide for a
+    # worker to inherit, a Ctrl-C falling on another thread (one that does not block it) is lost
+    with ctrl_c_ignored():
+        for _ in range(jobs):
+            pool._adjust_process_count()  # what submit would do for its first `jobs` runs
     running: dict = {}  # future -> (i, phase, run, start time)
     todo = {run.id for _, _, run in pending}  # pending or running: a run waits while its upstream is here
 
@@ -515,8 +520,7 @@ def run_grid(path: str | Path, phases=PHASES, overrides: list[str] = (), jobs: i
                     continue
                 note = progress(counts["done"] + counts["ran"] + counts["failed"] + counts["skipped"], total,
                                 started, took, left, jobs)
-                with ctrl_c_ignored():  # a worker this starts ignores the terminal's Ctrl-C: the runner stops it
-                    future = pool.submit(take, grid, run, up, label, run.id in feeds, note, registration)
+                future = pool.submit(take, grid, run, up, label, run.id in feeds, note, registration)
                 running[future] = (i, phase, run, time.time())
             if running:
                 done_now, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -614,6 +618,7 @@ def worker_init(warm: bool = True, runner: int | None = None) -> None:
         pass
     if runner is not None and os.getppid() != runner:
         os._exit(1)  # not sys.exit: nothing of the pool's machinery may run on for a dead runner
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited so; also for a worker the pool starts to replace one
     import tqdm
 
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by ctrl_c_ignored; still ignored
