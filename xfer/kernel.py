@@ -19,11 +19,13 @@ import multiprocessing.connection
 import os
 import signal
 import sys
+import tempfile
 import threading
 import uuid
 
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.provisioning import LocalProvisioner
+from traitlets import CaselessStrEnum
 
 # what a phase notebook imports anyway; a module that fails to import is skipped by the server
 PRELOAD = ["torch", "transformers", "transformers.modeling_utils", "transformers.models.bert.modeling_bert",
@@ -128,8 +130,23 @@ class ForkProvisioner(LocalProvisioner):
         return self.connection_info
 
 
-class WarmKernelManager(AsyncKernelManager):
-    """The kernel manager papermill gets in a grid's worker: the usual one with ForkProvisioner."""
+class IpcKernelManager(AsyncKernelManager):
+    """The kernel manager papermill gets in a grid's worker: the usual one, talking to its kernel over
+    Unix sockets of its own instead of TCP ports. jupyter_client picks a TCP port by binding port 0
+    and letting it go for the kernel to bind, so two workers starting kernels at one moment can be
+    handed the same port, and one kernel dies "before replying to kernel_info" (jupyter_client#487;
+    seen once in CI with two workers). A socket path named for the kernel cannot be taken by another."""
+
+    transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
+
+    async def _async_pre_start_kernel(self, **kw):
+        # short (a socket path has ~100 bytes), unique, and removed with the kernel (cleanup_ipc_files)
+        self.ip = os.path.join(tempfile.gettempdir(), f"xfer-kernel-{uuid.uuid4().hex[:12]}")
+        return await super()._async_pre_start_kernel(**kw)
+
+
+class WarmKernelManager(IpcKernelManager):
+    """The same, with ForkProvisioner: its kernels are forked warm (on a CPU machine)."""
 
     async def _async_pre_start_kernel(self, **kw):
         if self.provisioner is None:

@@ -626,7 +626,7 @@ def worker_init(warm: bool = True, runner: int | None = None) -> None:
     # leaves registered: the resource tracker then warns of it as leaked. Its bars go to the run's log.
     tqdm.tqdm.set_lock(threading.RLock())
     global KERNEL_MANAGER
-    KERNEL_MANAGER = "xfer.kernel.WarmKernelManager" if warm else None
+    KERNEL_MANAGER = f"xfer.kernel.{'Warm' if warm else 'Ipc'}KernelManager"
 
 
 def runner_gone() -> bool:
