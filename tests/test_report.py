@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import nbformat
@@ -203,6 +205,34 @@ def test_render_without_chromium_writes_html_keeps_old_pdf_and_says_how_to_add_i
     assert (tmp_path / "report.pdf").read_bytes() == old
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "apt-get install chromium libjs-mathjax" in lines[0], proc.stderr
+
+
+def test_disk_full_while_the_html_is_written_keeps_the_last_report(rendered, tmp_path):
+    """A real full disk (a tmpfs in a user and mount namespace) under a report folder holding an
+    earlier report: the render stops at the HTML, before chromium starts, with an error naming
+    index.html; the earlier HTML and PDF stay byte for byte, and no temp file or folder is left."""
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-rm", "true"]).returncode:
+        pytest.skip("no user/mount namespaces here to mount a small tmpfs")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    code = ("import sys\nfrom xfer.report import render\ntry:\n    render(sys.argv[1], sys.argv[2])\n"
+            "except OSError as e:\n    print(e.filename, e.strerror, sep='|')\n    sys.exit(3)")
+    script = textwrap.dedent(f"""\
+        mount -t tmpfs -o size=1m tmpfs {disk} || exit 99
+        printf 'an earlier html' >{disk}/index.html && printf '%%PDF an earlier pdf' >{disk}/report.pdf
+        dd if=/dev/zero of={disk}/filler bs=4k 2>/dev/null  # fails when the disk is full
+        {sys.executable} -c "{code}" {rendered["executed"]} {disk} >{tmp_path}/stdout 2>{tmp_path}/stderr
+        echo $? >{tmp_path}/rc
+        ls -A {disk} >{tmp_path}/left
+        cat {disk}/index.html >{tmp_path}/index.html; cat {disk}/report.pdf >{tmp_path}/report.pdf
+        """)
+    subprocess.run(["unshare", "-rm", "sh", "-c", script], cwd=root(), check=True, timeout=300)
+    stderr = (tmp_path / "stderr").read_text()
+    assert (tmp_path / "rc").read_text().strip() == "3", stderr
+    assert (tmp_path / "stdout").read_text().strip() == f"{disk}/index.html|No space left on device"
+    assert (tmp_path / "left").read_text().split() == ["filler", "index.html", "report.pdf"]
+    assert (tmp_path / "index.html").read_text() == "an earlier html"
+    assert (tmp_path / "report.pdf").read_text() == "%PDF an earlier pdf"
 
 
 def test_table_moves_shared_columns_and_notes_out_of_the_way():

@@ -774,8 +774,9 @@ def render(notebook: Path, out_dir: Path) -> dict[str, Path]:
     Debian one, so the PDF needs no network). Without chromium the HTML is the report: one line on
     stderr says how to add the PDF, and an earlier PDF stays (no PDF beats a lost one).
 
-    Files are replaced, never removed first: the PDF is printed before either file is replaced, so a
-    kill while printing leaves the last good HTML and PDF. Chromium runs in a process group of its
+    Files are replaced, never removed first: the HTML is written aside first, then the PDF is printed,
+    and only then are both replaced, so a kill while printing, or a disk too full for either file,
+    leaves the last good HTML and PDF. Chromium runs in a process group of its
     own that dies with this process (`_print_pdf`); its temp folder lies in the report folder
     (`.pdf-<pid>`), and one a killed render left is cleared by the next."""
     import nbformat
@@ -784,34 +785,37 @@ def render(notebook: Path, out_dir: Path) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     nb = nbformat.read(notebook, as_version=4)
     index, pdf = out_dir / "index.html", out_dir / "report.pdf"
-    page_html = _html(nb).encode()
-    chromium, missing = _chromium()
-    if missing:
-        _write_atomic(index, page_html)
-        print(f"report: no PDF, {missing} not found; `apt-get install chromium libjs-mathjax` adds it"
-              + (f" ({pdf} is an older one)" if pdf.exists() else ""), file=sys.stderr, flush=True)
-        return {"html": index}
-    for stale in out_dir.glob(".pdf-*"):  # left by a killed render (its process is gone)
-        if not _alive(stale.name.rsplit("-", 1)[-1]):
-            shutil.rmtree(stale, ignore_errors=True)
-    tmp = out_dir / f".pdf-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    html = _staged(index, _html(nb).encode())  # first: a disk too full for it stops the render before chromium
     try:
-        page = tmp / "report.html"
-        base = f'<base href="{out_dir.resolve().as_uri()}/">'  # the PDF's links open the report folder's runs/
-        page.write_text(_html(nb, f"{LOCAL_MATHJAX.as_uri()}?config=TeX-AMS_SVG-full,Safe")
-                        .replace("</head>", base + PRINT_CSS + "</head>", 1))
-        printed = tmp / "report.pdf"
-        error = _print_pdf(chromium, page, printed, tmp / "profile")
-        if error:  # the HTML is still the report; an older PDF beside it would not match it
-            _write_atomic(index, page_html)
-            pdf.unlink(missing_ok=True)
-            raise RuntimeError(f"chromium did not print {pdf}: {error}")
-        _write_atomic(pdf, relative_links(printed.read_bytes(), f"{out_dir.resolve().as_uri()}/"))
-        _write_atomic(index, page_html)
-    finally:
+        chromium, missing = _chromium()
+        if missing:
+            os.replace(html, index)
+            print(f"report: no PDF, {missing} not found; `apt-get install chromium libjs-mathjax` adds it"
+                  + (f" ({pdf} is an older one)" if pdf.exists() else ""), file=sys.stderr, flush=True)
+            return {"html": index}
+        for stale in out_dir.glob(".pdf-*"):  # left by a killed render (its process is gone)
+            if not _alive(stale.name.rsplit("-", 1)[-1]):
+                shutil.rmtree(stale, ignore_errors=True)
+        tmp = out_dir / f".pdf-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        try:
+            page = tmp / "report.html"
+            base = f'<base href="{out_dir.resolve().as_uri()}/">'  # the PDF's links open the report folder's runs/
+            page.write_text(_html(nb, f"{LOCAL_MATHJAX.as_uri()}?config=TeX-AMS_SVG-full,Safe")
+                            .replace("</head>", base + PRINT_CSS + "</head>", 1))
+            printed = tmp / "report.pdf"
+            error = _print_pdf(chromium, page, printed, tmp / "profile")
+            if error:  # the HTML is still the report; an older PDF beside it would not match it
+                os.replace(html, index)
+                pdf.unlink(missing_ok=True)
+                raise RuntimeError(f"chromium did not print {pdf}: {error}")
+            os.replace(_staged(pdf, relative_links(printed.read_bytes(), f"{out_dir.resolve().as_uri()}/")), pdf)
+            os.replace(html, index)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    finally:
+        html.unlink(missing_ok=True)  # not replaced: a failure on the way
     return {"html": index, "pdf": pdf}
 
 
@@ -911,15 +915,25 @@ def _chromium() -> tuple[str | None, str | None]:
     return (found, None) if LOCAL_MATHJAX.exists() else (None, f"MathJax at {LOCAL_MATHJAX}")
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def _staged(path: Path, data: bytes) -> Path:
+    """`data` in a temp file beside `path`, readable by all (a published file), to replace `path`
+    once what goes with it is written too; a failure (a full disk) removes it and names `path`."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.chmod(tmp, 0o644)  # published files: readable by the web server, not only by us
-        os.replace(tmp, path)
+        return Path(tmp)
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(e, OSError) and not e.filename:  # a full disk: say which file
             raise OSError(e.errno, e.strerror, str(path)) from e
         raise
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = _staged(path, data)
+    try:
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
