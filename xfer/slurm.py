@@ -48,6 +48,10 @@ class RunJob(submitit.helpers.Checkpointable):
         from xfer import runner
 
         os.environ["XFER_RUNNER_PID"] = str(os.getpid())  # the notebook kernels stop if this job dies
+        if os.environ.get("SLURM_CPUS_PER_TASK") and not os.environ.get("XFER_THREADS"):
+            # torch threads = the job's CPUs, not every core of the node: where Slurm does not bind
+            # a job to its CPUs (task/none), jobs sharing a node otherwise oversubscribe it
+            os.environ["XFER_THREADS"] = os.environ["SLURM_CPUS_PER_TASK"]
         if len(runs) > 1:
             import torch
 
