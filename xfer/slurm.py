@@ -319,7 +319,7 @@ def describe_plan(grid, runs: dict) -> str:
     except (OSError, RuntimeError):  # no Slurm client here: Slurm's default
         limits, said = {"MaxArraySize": 1001}, "Slurm's default"
     lines = ["  Slurm submission (job arrays per phase of at most MaxArraySize "
-             f"{limits['MaxArraySize']}, {said}; each job afterok its own upstream job):"]
+             f"{limits['MaxArraySize']}, {said}; each job afterok its own upstream jobs):"]
     for phase in runner.PHASES:
         pending = [r for r in runs[phase] if not runner.is_done(r)]
         if not pending:
