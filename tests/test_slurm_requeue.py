@@ -108,28 +108,45 @@ def test_requeued_by_scontrol_resumes_and_equals_an_uninterrupted_run(cluster, m
 
 @pytest.mark.long
 def test_a_job_at_its_time_limit_requeues_itself_and_finishes(cluster, micro_grid, tmp_path, monkeypatch):
-    """Three minutes for the intermediate job, signalled 60 s before the end (one and two minutes
-    left too little time past the kernel's start on 2 cores at load 10: every attempt was signalled
-    before training began); the job requeues itself (srun passes submitit the signal) and the run
-    resumes from its last state until it finishes."""
+    """The intermediate job asks to be signalled 600 s before its limit; once training has saved
+    a state its limit is cut to the next whole minute past the run time plus one (`scontrol update
+    TimeLimit`, as an operator shortens a job), so the signal is due at once and Slurm sends it at
+    its next 30-s check, in training whatever the load of the machine (a limit fixed at submission
+    let every attempt be signalled before the kernel had started on 2 busy cores). The job
+    requeues itself (srun passes submitit the signal); the requeued attempt gets its 30 minutes
+    back and resumes from the last state. 5000 steps: more than the fastest attempt trains in the
+    30 s (about 100 steps/s on an idle core)."""
     monkeypatch.setenv("XFER_RUNS", str(tmp_path / "runs-timeout"))
-    grid_file = micro_grid(steps=1500, name="long.yaml")
-    limit = ["intermediate.languages=[sw]", "intermediate.train.save_every=50", *RESOURCES,
-             "executor.phases={intermediate: {time_min: 3, signal_s: 60, requeues: 20}}"]
+    grid_file = micro_grid(steps=5000, name="long.yaml")
+    limit = ["intermediate.languages=[sw]", "intermediate.train.save_every=100", *RESOURCES,
+             "executor.phases={intermediate: {signal_s: 600, requeues: 3}}"]
     grid, runs = runner.plan(grid_file, limit)
     sw = runs["intermediate"][0]
     job = slurm.submit(grid_file, limit)[sw.id]["job"]
+    state = runner.run_dir(sw) / "train_state.pt"
+    deadline = time.time() + 600
+    while not state.exists() and time.time() < deadline:
+        time.sleep(0.2)
+    assert state.exists(), slurm.describe(slurm.status(grid_file, limit))
+    ran = _job(job)["RunTime"].replace("-", ":").split(":")
+    seconds = sum(int(x) * 60 ** i for i, x in enumerate(reversed(ran)))
+    subprocess.run(["scontrol", "update", f"JobId={job}", f"TimeLimit={seconds // 60 + 2}"], check=True)
+    t0 = time.time()
+    while int(_job(job).get("Restarts", 0)) < 1 and not runner.is_done(sw) and time.time() - t0 < 120:
+        time.sleep(0.5)
+    print(f"limit cut at {seconds} s of run time; requeued {time.time() - t0:.0f} s later")
+    subprocess.run(["scontrol", "update", f"JobId={job}", "TimeLimit=30"], check=True)
     seen = set()
-    table = _wait_done(grid_file, limit, job, seen, timeout=1200)
+    table = _wait_done(grid_file, limit, job, seen, timeout=900)
     assert all(not t["failed"] for t in table.values()), slurm.describe(table)
     restarts = int(_job(job)["Restarts"])
     steps = _steps((runner.run_dir(sw) / "log.txt").read_text())  # every attempt's, appended
     log = "\n".join(p.read_text() for p in (runs_dir_of(tmp_path, "runs-timeout")).rglob(f"{job.split('_')[0]}*_log.*"))
-    print(f"time limit 3 min, job {job}: {restarts} requeues, resumed from steps {steps}")
-    assert restarts >= 1 and steps, log[-2000:]
+    print(f"job {job} at its time limit: {restarts} requeues, resumed from steps {steps}")
+    assert restarts >= 1 and steps and 0 < steps[0] < 5000, log[-2000:]
     assert "timed-out" in log or "USR2" in log, log[-2000:]
     metrics = read_json(runner.run_dir(sw) / "metrics.json")
-    assert metrics["steps"] == 1500
+    assert metrics["steps"] == 5000
 
 
 def runs_dir_of(tmp_path, name):

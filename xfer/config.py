@@ -280,6 +280,9 @@ class SlurmResources(Strict):
     # itself and resumes from the run's last training state (train.save_every)
     signal_s: int = Field(120, ge=10, le=3600)
     requeues: int = Field(3, ge=0, le=1000)  # time-limit requeues per job before it ends TIMEOUT (preemptions: unlimited)
+    # runs one job executes one after another, in one process whose notebook kernels are forked warm
+    # (xfer.kernel): short runs (evaluation) as fewer, longer jobs. time_min is then the whole job's
+    runs_per_job: int = Field(1, ge=1, le=1000)
     account: str | None = None
     qos: str | None = None
     sbatch: dict[str, str | int | bool] = {}

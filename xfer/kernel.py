@@ -112,13 +112,23 @@ class Forked:
         self.send_signal(signal.SIGTERM)
 
 
+def same_python(executable: str) -> bool:
+    """Whether a kernelspec's Python is this process's, in the same environment: compared by
+    folder with links resolved, so a venv reached through a link (a worktree's `.venv`) counts as
+    itself, while the base interpreter every venv links to does not make two venvs one."""
+    def where(path):
+        return os.path.realpath(os.path.dirname(os.path.abspath(path)))
+
+    return os.path.basename(executable).startswith("python") and where(executable) == where(sys.executable)
+
+
 class ForkProvisioner(LocalProvisioner):
     """LocalProvisioner whose kernel is forked from the warm server when the kernelspec is
     ipykernel's own launcher (any other command starts as a subprocess, as usual)."""
 
     async def launch_kernel(self, cmd: list[str], **kwargs):
         k = next((i for i in range(len(cmd)) if cmd[i:i + 2] == LAUNCHER), None)
-        if k is None or os.path.abspath(cmd[0]) != sys.executable:
+        if k is None or not same_python(cmd[0]):
             return await super().launch_kernel(cmd, **kwargs)
         process = server().Process(target=kernel_main, name="xfer-kernel", args=(
             cmd[k + 2:], dict(kwargs.get("env") or os.environ), str(kwargs.get("cwd") or os.getcwd()),

@@ -1,6 +1,9 @@
 """The grid on a Slurm cluster, through submitit: each phase's runs that are not done as one job
-array, each job held until its own upstream job has succeeded (`afterok`, with
-`--kill-on-invalid-dep=yes`), so a failed run cancels only what is built on it.
+array, each job held until its own upstream jobs have succeeded (`afterok`, with
+`--kill-on-invalid-dep=yes`), so a failed run cancels only what is built on it. A job runs one
+run, or `runs_per_job` of them one after another (a cluster schedules a thousand one-minute
+evaluations badly, and each job pays a fresh process); a failed run then also cancels what is
+built on the other runs of its job.
 
 A job runs exactly what the local runner runs (`runner.take`: the same papermill notebook in
 the same run folder); only where it runs differs. Jobs are requeued on preemption or timeout
@@ -34,21 +37,42 @@ ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "RESIZI
 
 
 class RunJob(submitit.helpers.Checkpointable):
-    """One run in a Slurm job, given as the validated objects the submitter planned (the job does
-    not re-read the grid's data). Checkpointable: on preemption or timeout submitit requeues the
-    same call, and the run picks up its training state."""
+    """Runs of one phase in a Slurm job, one after another (`runs_per_job`; one by default), given
+    as the validated objects the submitter planned (the job does not re-read the grid's data).
+    With several, the job's notebook kernels are forked from one warm server (`xfer.kernel`) as a
+    local grid's workers do: each run then skips the seconds of a fresh kernel's imports.
+    Checkpointable: on preemption or timeout submitit requeues the same call; what is done is
+    skipped, and a run picks up its training state."""
 
-    def __call__(self, grid, run, upstream, registration=None) -> str:
+    def __call__(self, grid, runs, upstreams, registration=None) -> list[str]:
         from xfer import runner
 
-        os.environ["XFER_RUNNER_PID"] = str(os.getpid())  # the notebook kernel stops if this job dies
-        label = f"{run.phase} {run.id} (Slurm job {os.environ.get('SLURM_JOB_ID', '?')})"
-        outcome, err = runner.take(grid, run, upstream, label, full=True, registration=registration)
-        if outcome == "busy":  # a local worker or a duplicate job has it: its result is ours
-            runner.Lock(runner.run_dir(run)).wait(runner.lock_timeout())
-        if not runner.is_done(run):  # a failed job: Slurm then cancels the jobs built on this run
-            raise RuntimeError(f"{run.phase} run {run.id} failed: {(err or {}).get('error') or runner.state(run)}")
-        return run.id
+        os.environ["XFER_RUNNER_PID"] = str(os.getpid())  # the notebook kernels stop if this job dies
+        if os.environ.get("SLURM_CPUS_PER_TASK") and not os.environ.get("XFER_THREADS"):
+            # torch threads = the job's CPUs, not every core of the node: where Slurm does not bind
+            # a job to its CPUs (task/none), jobs sharing a node otherwise oversubscribe it
+            os.environ["XFER_THREADS"] = os.environ["SLURM_CPUS_PER_TASK"]
+        if len(runs) > 1:
+            import torch
+
+            if not torch.cuda.is_available():  # as run_grid's workers: warm kernels on CPU nodes only
+                runner.KERNEL_MANAGER = "xfer.kernel.WarmKernelManager"
+        failed = []
+        for run, upstream in zip(runs, upstreams):
+            label = f"{run.phase} {run.id} (Slurm job {os.environ.get('SLURM_JOB_ID', '?')})"
+            outcome, err = runner.take(grid, run, upstream, label, full=True, registration=registration)
+            if outcome == "busy":  # a local worker or a duplicate job has it: its result is ours
+                runner.Lock(runner.run_dir(run)).wait(runner.lock_timeout())
+            if not runner.is_done(run):  # the job fails: Slurm then cancels the jobs built on it
+                failed.append(f"{run.phase} run {run.id} failed: {(err or {}).get('error') or runner.state(run)}")
+        if failed:
+            raise RuntimeError("; ".join(failed))
+        return [r.id for r in runs]
+
+
+def packs(runs: list, per_job: int) -> list[list]:
+    """A phase's runs as the jobs that run them, `per_job` runs each, in plan order."""
+    return [runs[i:i + per_job] for i in range(0, len(runs), per_job)]
 
 
 def record_path(grid) -> Path:
@@ -119,24 +143,27 @@ def submit(params: str | Path, overrides: list[str] = ()) -> dict[str, dict]:
         todo = {phase: [r for r in runs[phase] if r.id not in queued and not runner.is_done(r)]
                 for phase in runner.PHASES}
         limits = cluster_limits()
+        todo = {phase: packs(pending, grid.executor.resources(phase).runs_per_job) for phase, pending in todo.items()}
         n = sum(map(len, todo.values()))
         if n and _queued() + n > limits["MaxJobCount"]:
             raise SubmitError(f"{n} jobs to submit and {_queued()} in the queue exceed the cluster's MaxJobCount "
                               f"{limits['MaxJobCount']}; nothing submitted (submit part of the grid, e.g. fewer seeds)")
-        jobs, arrays = {}, []
+        jobs, arrays, held = {}, [], []
         try:
             for phase, pending in todo.items():
                 for part in chunks(pending, limits["MaxArraySize"]):
                     ex = _executor(grid, phase)
                     with ex.batch():
-                        submitted = [ex.submit(RunJob(), grid, r, by_id.get(r.upstream), registration) for r in part]
+                        submitted = [ex.submit(RunJob(), grid, pack, [by_id.get(r.upstream) for r in pack],
+                                               registration) for pack in part]
                     arrays.append(submitted[0].job_id.split("_")[0])
-                    jobs.update({r.id: j.job_id for r, j in zip(part, submitted)})
+                    held += [(j.job_id, pack) for pack, j in zip(part, submitted)]
+                    jobs.update({r.id: j.job_id for pack, j in zip(part, submitted) for r in pack})
             after = {**queued, **jobs}
-            for run_id, job in jobs.items():  # each job waits for its own upstream job only
-                upstream = by_id[run_id].upstream
-                if upstream in after:
-                    _scontrol("update", f"JobId={job}", f"Dependency=afterok:{after[upstream]}")
+            for job, pack in held:  # each job waits for the jobs of its own runs' upstream runs only
+                upstream = sorted({after[r.upstream] for r in pack if r.upstream in after})
+                if upstream:
+                    _scontrol("update", f"JobId={job}", f"Dependency=afterok:{':'.join(upstream)}")
             if arrays:
                 _scontrol("release", ",".join(arrays))
         except Exception as e:  # noqa: BLE001 - whatever failed, the held jobs must not stay behind
@@ -292,13 +319,13 @@ def describe_plan(grid, runs: dict) -> str:
     except (OSError, RuntimeError):  # no Slurm client here: Slurm's default
         limits, said = {"MaxArraySize": 1001}, "Slurm's default"
     lines = ["  Slurm submission (job arrays per phase of at most MaxArraySize "
-             f"{limits['MaxArraySize']}, {said}; each job afterok its own upstream job):"]
+             f"{limits['MaxArraySize']}, {said}; each job afterok its own upstream jobs):"]
     for phase in runner.PHASES:
         pending = [r for r in runs[phase] if not runner.is_done(r)]
         if not pending:
             continue
         res = grid.executor.resources(phase)
-        sizes = [len(c) for c in chunks(pending, limits["MaxArraySize"])]
+        sizes = [len(c) for c in chunks(packs(pending, res.runs_per_job), limits["MaxArraySize"])]
         arrays = " + ".join(f"--array=0-{n - 1}%{min(n, grid.executor.array_parallelism)}" for n in sizes)
         flags = [arrays, f"--time={res.time_min}", f"--signal=USR2@{res.signal_s}",
                  f"--cpus-per-task={res.cpus_per_task}", f"--mem={res.mem_gb:g}G"]
@@ -307,6 +334,7 @@ def describe_plan(grid, runs: dict) -> str:
                                             ("qos", res.qos)) if v]
         flags += [f"--{k}" if v is True else f"--{k}={v}" for k, v in res.sbatch.items()]
         after = sorted({by_id[r.upstream].phase for r in pending if r.upstream in by_id})
-        lines.append(f"    {phase:<12} {len(pending):>4} jobs  {' '.join(flags)}"
-                     + (f"  (each after its {'/'.join(after)} job)" if after else ""))
+        per = f" ({len(pending)} runs, {res.runs_per_job} per job)" if res.runs_per_job > 1 else ""
+        lines.append(f"    {phase:<12} {sum(sizes):>4} jobs{per}  {' '.join(flags)}"
+                     + (f"  (each after its {'/'.join(after)} job{'s' if per else ''})" if after else ""))
     return "\n".join(lines)
