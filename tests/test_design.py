@@ -11,12 +11,13 @@ import pytest
 from xfer import runner
 from xfer.config import ConfigError, Grid, load_grid
 from xfer.data import check_aligned, evaluation_set, subsample, training_set
+from xfer.loop import Shuffle
 from xfer.models import load_tokenizer
 from xfer.models.vocab import load_id_map
 from xfer.paths import read_json
 from xfer.tasks import get_task
 from xfer.tasks.base import DataError
-from xfer.train import Shuffle, dev_task
+from xfer.train import dev_task
 
 ARM = ["intermediate.fixed_steps=true", "intermediate.epochs_arm=1", "intermediate.train.grad_accum=2",
        "evaluate.languages=[en]"]
@@ -226,7 +227,7 @@ def test_keep_last_hands_on_the_final_weights_with_dev_still_scored(scratch, dat
     import torch
 
     from xfer.config import TrainConfig
-    from xfer.train import train
+    from xfer.loop import train
 
     folder, tok = scratch
     task = get_task("udpos")

@@ -130,7 +130,7 @@ def describe_estimate(grid, runs) -> str:
 
 # The training loops compared, as knobs of one step. "xtreme_style" is the reference recipe (fp32,
 # pad to max length, full vocabulary, plain AdamW, eager attention); "before" is xfer's loop until
-# the hot-loop change; "xfer" is `xfer.train.train` with its defaults.
+# the hot-loop change; "xfer" is `xfer.loop.train` with its defaults.
 CPU_LOOPS = {
     "xtreme_style": dict(vocab="full", pad_to=MAX_LENGTH, group=False, rows="all", fused=False, precision="fp32"),
     "before": dict(vocab="trimmed", pad_to=None, group=False, rows="all", fused=False, precision="fp32"),
@@ -167,14 +167,14 @@ def pad_to(batch: dict, multiple: int | None, pad_id: int) -> dict:
 
 
 class Loop:
-    """One training loop's step (`xfer.train.train`'s: AdamW groups, autocast, clipping), taken one
+    """One training loop's step (`xfer.loop.train`'s: AdamW groups, autocast, clipping), taken one
     at a time, so the loops take turns and a change in the machine's load hits them all alike."""
 
     def __init__(self, model, features, pad_id, batch_size, vocab="trimmed", pad_to=None, group=True,
                  rows="used", fused=True, precision="auto", compile=False, **_):
         import torch
 
-        from xfer.train import Shuffle, adamw, train_rows
+        from xfer.loop import Shuffle, adamw, train_rows
 
         self.dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model = model.to(self.dev).train()
@@ -190,7 +190,7 @@ class Loop:
         import torch
 
         from xfer.tasks import get_task
-        from xfer.train import autocast
+        from xfer.loop import autocast
 
         chunk = [self.features[i] for i in self.shuffle(len(self.seconds))]
         if self.dev.type == "cuda":

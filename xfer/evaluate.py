@@ -7,12 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from xfer.data import evaluation_set
+from xfer.loop import check_runner, device, set_threads
 from xfer.models import load_tokenizer
 from xfer.models.vocab import load_id_map
 from xfer.paths import read_json, write_json
 from xfer.record import write_metrics
 from xfer.tasks import get_task
-from xfer.train import check_runner, device, set_threads
 
 
 def zero_shot(params: dict, upstream: str | Path, run_dir: str | Path, max_length: int = 512) -> dict:

@@ -28,7 +28,7 @@ from jupyter_client.provisioning import LocalProvisioner
 # what a phase notebook imports anyway; a module that fails to import is skipped by the server
 PRELOAD = ["torch", "transformers", "transformers.modeling_utils", "transformers.models.bert.modeling_bert",
            "transformers.models.xlm_roberta.modeling_xlm_roberta", "tokenizers", "pandas", "ipykernel.kernelapp",
-           "xfer.train", "xfer.evaluate", "xfer.multitask", "xfer.runner"]
+           "xfer.loop", "xfer.train", "xfer.evaluate", "xfer.multitask", "xfer.runner"]
 LAUNCHER = ["-m", "ipykernel_launcher"]
 
 

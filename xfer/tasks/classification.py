@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from xfer.loop import autocast, device_of
 from xfer.paths import data_dir
 from xfer.tasks.base import DataError, Task, language_name, open_utf8, pad, xtreme_languages
 
@@ -226,8 +227,6 @@ class ClassificationTask(FileTask):
 
 def predict(task: Task, model, features: list[dict], tokenizer, batch_size: int) -> list[int]:
     """Arg-max class (or choice) per feature, batching similar lengths together."""
-    from xfer.train import autocast, device_of
-
     def length(f):
         ids = f["input_ids"]
         return max(map(len, ids)) if ids and isinstance(ids[0], list) else len(ids)

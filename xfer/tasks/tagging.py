@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from xfer.loop import autocast, device_of
 from xfer.paths import data_dir
 from xfer.tasks.base import DataError, Task, open_utf8, pad
 
@@ -215,8 +216,6 @@ class TaggingTask(Task):
 
     @torch.inference_mode()
     def evaluate(self, model, examples, tokenizer, max_length, batch_size, id_map=None):
-        from xfer.train import autocast, device_of
-
         pieces, spans = self.windows(examples, tokenizer, max_length)
         features = self.encode(pieces, tokenizer, max_length, id_map)
         names = self.label_set()
