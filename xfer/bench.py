@@ -167,7 +167,8 @@ def pad_to(batch: dict, multiple: int | None, pad_id: int) -> dict:
 
 
 class Loop:
-    """One training loop's step (`xfer.loop.train`'s: AdamW groups, autocast, clipping), taken one
+    """One training loop: its knobs (vocabulary, padding, length grouping, trained rows, fused AdamW,
+    precision, compile) around the very step that trains (`xfer.loop.train_step`), taken one step
     at a time, so the loops take turns and a change in the machine's load hits them all alike."""
 
     def __init__(self, model, features, pad_id, batch_size, vocab="trimmed", pad_to=None, group=True,
@@ -189,26 +190,24 @@ class Loop:
     def step(self) -> None:
         import torch
 
-        from xfer.tasks import get_task
-        from xfer.loop import autocast
+        from xfer.loop import train_step
 
         chunk = [self.features[i] for i in self.shuffle(len(self.seconds))]
         if self.dev.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        batch = pad_to(get_task("udpos").collate(chunk, self.pad_id), self.pad, self.pad_id)
-        batch = {k: v.to(self.dev) for k, v in batch.items()}
-        with autocast(self.model, self.precision):
-            loss = self.forward(**batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-        self.opt.step()
-        self.opt.zero_grad(set_to_none=True)
-        loss.item()  # as train() does: waits for the device
+        out = train_step(self.model, [chunk], self.collate, self.opt, self.precision, self.forward)
+        if self.dev.type == "cuda":
+            torch.cuda.synchronize()  # the optimizer's step too, which train() waits for at its next loss
         self.seconds.append(time.perf_counter() - t0)
         if len(self.seconds) > WARMUP:
-            self.samples += len(chunk)
-            self.tokens += int(batch["attention_mask"].sum())  # real tokens, not padding
+            self.samples += out["examples"]
+            self.tokens += out["tokens"]  # real tokens, not padding
+
+    def collate(self, chunk: list[dict]) -> dict:
+        from xfer.tasks import get_task
+
+        return pad_to(get_task("udpos").collate(chunk, self.pad_id), self.pad, self.pad_id)
 
     def rates(self) -> dict:
         """Samples/s and real tokens/s over the timed steps (after WARMUP)."""

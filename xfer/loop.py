@@ -1,8 +1,9 @@
 """The training loop, one for both training phases (intermediate and target) and for the bench.
 
-The whole step is in `train`: bf16 autocast on CUDA, dynamic padding (the task's collate),
-fused AdamW where available, gradient accumulation, linear warm-up/decay, and a resumable
-training state written atomically every `save_every` steps, so a kill loses minutes, not runs.
+One step is `train_step` (bf16 autocast on CUDA, dynamic padding by the task's collate, gradient
+accumulation, clipping, fused AdamW where available); `train` repeats it under a linear
+warm-up/decay with a resumable training state written atomically every `save_every` steps, so a
+kill loses minutes, not runs. `xfer.bench` times the same `train_step`.
 It knows no task and reads no data: every task family imports its parts (`autocast`,
 `device_of`), and the phase that reads tasks and data (`xfer.train.finetune`) calls it."""
 
@@ -201,6 +202,31 @@ def adamw(model, lr: float, weight_decay: float, fused: bool = True, foreach: bo
                              lr=lr, fused=fused, foreach=foreach)
 
 
+def train_step(model, chunks: list[list[dict]], collate, opt, precision: str = "auto", forward=None) -> dict:
+    """One optimizer step, the one `train` takes and `xfer.bench` times: each chunk of features (a
+    micro-batch) collated onto the model's device and run forward under `autocast`, its loss divided
+    by the number of chunks (gradient accumulation) and run backward; then the gradient clipped at
+    norm 1 and the optimizer's step. `forward` is what calls the model (the bench's compiled one).
+    Returns the step's loss, gradient norm, examples and non-pad tokens (the dose); a loss or norm
+    that is not finite raises FloatingPointError before the weights take it (the run diverged)."""
+    dev, forward = device_of(model), forward or model
+    out = {"loss": 0.0, "examples": 0, "tokens": 0}
+    for chunk in chunks:
+        batch = {k: v.to(dev) if torch.is_tensor(v) else v for k, v in collate(chunk).items()}
+        out["examples"] += len(chunk)
+        out["tokens"] += int(batch["attention_mask"].sum())
+        with autocast(model, precision):
+            loss = forward(**batch).loss / len(chunks)
+        loss.backward()
+        out["loss"] += loss.item()
+    out["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0))
+    if not (math.isfinite(out["loss"]) and math.isfinite(out["grad_norm"])):
+        raise FloatingPointError(f"loss {out['loss']}, gradient norm {out['grad_norm']}")
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return out
+
+
 def train(model, features: list[dict], collate, cfg: TrainConfig, seed: int, state_path: Path | None = None,
           progress: bool = True, select=None, batches=None, log_dir: Path | None = None) -> dict:
     """`select(model) -> score` (higher is better), called every `cfg.eval_every` steps, keeps the
@@ -245,25 +271,17 @@ def train(model, features: list[dict], collate, cfg: TrainConfig, seed: int, sta
     samples = 0
     while step < total:
         check_runner()
-        t_step, loss_sum, n = time.perf_counter(), 0.0, 0
-        for micro in range(cfg.grad_accum):
-            chunk = batches(step * cfg.grad_accum + micro)
-            batch = {k: v.to(dev) if torch.is_tensor(v) else v for k, v in collate(chunk).items()}
-            seen["examples"] += len(chunk)
-            seen["tokens"] += int(batch["attention_mask"].sum())
-            with autocast(model, cfg.precision):
-                loss = model(**batch).loss / cfg.grad_accum
-            loss.backward()
-            loss_sum += loss.item()
-            n += len(chunk)
-        norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0))
-        if not (math.isfinite(loss_sum) and math.isfinite(norm)):  # diverged: stop before the weights take it
-            raise FloatingPointError(f"training diverged at step {step + 1}/{total}: loss {loss_sum}, "
-                                     f"gradient norm {norm} (lr {cfg.lr}); the run fails")
-        lr = sched.get_last_lr()[0]
-        opt.step()
+        t_step, lr = time.perf_counter(), sched.get_last_lr()[0]
+        chunks = [batches(step * cfg.grad_accum + micro) for micro in range(cfg.grad_accum)]
+        try:
+            out = train_step(model, chunks, collate, opt, cfg.precision)
+        except FloatingPointError as e:
+            raise FloatingPointError(f"training diverged at step {step + 1}/{total}: {e} (lr {cfg.lr}); "
+                                     "the run fails") from None
         sched.step()
-        opt.zero_grad(set_to_none=True)
+        loss_sum, norm, n = out["loss"], out["grad_norm"], out["examples"]
+        seen["examples"] += out["examples"]
+        seen["tokens"] += out["tokens"]
         step += 1
         samples += n
         losses.append(loss_sum)
