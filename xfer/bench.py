@@ -76,7 +76,7 @@ def _train_samples(params: dict, count) -> int:
 
 def estimate_gpu_hours(runs: dict, samples_per_second: float, count=None,
                        eval_samples_per_second: float | None = None) -> dict[str, float]:
-    """GPU hours per phase of planned runs (`xfer.runner.plan(...)[1]`), at a measured training rate.
+    """GPU hours per phase of planned runs (`xfer.grid.plan.plan(...)[1]`), at a measured training rate.
 
     count(task, lang, split) gives a corpus size when the params do not (size 'full' or null,
     evaluation files); by default it reads the data. Evaluation runs at `eval_samples_per_second`,
@@ -328,9 +328,10 @@ def run(params: str | Path, out_dir: Path, steps: int = STEPS, quick: bool = Fal
     import transformers
     from transformers import AutoModelForTokenClassification, XLMRobertaConfig
 
+    from xfer.data import data_token_ids
+    from xfer.grid.plan import plan
     from xfer.models import e5, load_tokenizer
     from xfer.models.vocab import apply_id_map, load_id_map, trim
-    from xfer.runner import data_token_ids, plan
     from xfer.tasks import get_task
 
     transformers.logging.set_verbosity_error()  # load reports of fresh heads are expected here
@@ -388,7 +389,7 @@ def run(params: str | Path, out_dir: Path, steps: int = STEPS, quick: bool = Fal
         eval_rate = len(evals) / (time.perf_counter() - t0)
         del built, model
         threads = kernels = None
-        if dev_type == "cpu" and not quick:  # warm kernels are a CPU machine's (xfer.runner.run_grid)
+        if dev_type == "cpu" and not quick:  # warm kernels are a CPU machine's (xfer.grid.local.run_grid)
             kernels = kernel_start_measurement()
             # the same model folder the workers load: layers cut by from_pretrained there too
             threads = threads_measurement(folders["trimmed"], layers, tok.pad_token_id, feats["xfer"], steps)
@@ -458,7 +459,8 @@ def gpu_check(out_dir: Path, params: Path, budget_s: float = 600) -> dict:
     import torch
 
     from xfer.paths import root, write_json
-    from xfer.runner import is_done, plan
+    from xfer.grid.execute import is_done
+    from xfer.grid.plan import plan
 
     if not torch.cuda.is_available():
         raise SystemExit("gpu-check: no CUDA device here; `make bench` measures this machine's CPU")

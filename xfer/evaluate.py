@@ -32,7 +32,7 @@ def zero_shot(params: dict, upstream: str | Path, run_dir: str | Path, max_lengt
                                   params.get("sample_seed", 0))
         scores[lang] = task.evaluate(model, examples, tokenizer, max_length, params["batch_size"], id_map)
         write_json(partial, scores)
-        unread = scores[lang].get("words_not_encoded")  # runner.RunLog carries it to the terminal line
+        unread = scores[lang].get("words_not_encoded")  # execute.RunLog carries it to the terminal line
         print(f"{lang}: {task.metric} {scores[lang]['score']:.1f} (n={len(examples)}"
               + (f", {unread} words not encoded" if unread else "") + ")", flush=True)
     metrics = {"task": task.name, "split": params["split"], "metric": task.metric, "scores": scores}
