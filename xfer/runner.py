@@ -27,7 +27,7 @@ from pathlib import Path
 
 from xfer.config import ConfigError, Grid, Run, split_overrides
 from xfer.grid.collect import NoResults, report
-from xfer.grid.execute import GridStopped, checkpoint, is_done, prepare_pretrained, run_dir
+from xfer.grid.execute import GridStopped, checkpoint, classify, is_done, prepare_pretrained, run_dir
 from xfer.grid.local import run_looks
 from xfer.grid.plan import PHASES, plan
 from xfer.paths import read_json, runs_dir
@@ -94,10 +94,9 @@ def status_table(grid: Grid, runs: dict[str, list[Run]]) -> str:
     lines = [f"  {'phase':<12} {'done':>5} {'failed':>7} {'to run':>7}"]
     failed = []
     for phase in PHASES:
-        done = [r for r in runs[phase] if is_done(r)]
-        bad = [r for r in runs[phase] if r not in done and (run_dir(r) / "error.json").exists()]
-        failed += [(phase, r) for r in bad]
-        lines.append(f"  {phase:<12} {len(done):>5} {len(bad):>7} {len(runs[phase]) - len(done) - len(bad):>7}")
+        states = [classify(r) for r in runs[phase]]  # the rule `make status` on Slurm applies too
+        failed += [(phase, r) for r, s in zip(runs[phase], states) if s == "failed"]
+        lines.append(f"  {phase:<12} {states.count('done'):>5} {states.count('failed'):>7} {states.count('to run'):>7}")
     lines += [f"  failed: {p} {r.id}: {run_dir(r) / 'notebook.ipynb'}" for p, r in failed]
     return "\n".join(lines)
 

@@ -190,7 +190,6 @@ def status(params: str | Path, overrides: list[str] = ()) -> dict[str, dict[str,
     file is damaged) the runs on record are reported, from their folders and Slurm, with a note."""
     from types import SimpleNamespace
 
-    from xfer import record as records
     from xfer.config import ConfigError, load_grid
 
     try:
@@ -211,17 +210,11 @@ def status(params: str | Path, overrides: list[str] = ()) -> dict[str, dict[str,
     for run in planned:
         folder, sub = runs_dir() / run.phase / run.id, record.get(run.id)
         state, reason = states.get(sub["job"], ("UNKNOWN", "")) if sub else ("", "")
-        if records.problem(folder, execute.REQUIRED[run.phase]) is None:
-            key = "done"
-        elif state in ACTIVE:
-            key = "running" if state == "RUNNING" else "pending"
-        elif sub:  # its job ended and the run is not done: a failure, in Slurm's words too
-            key = "failed"
+        job = None if not sub else "running" if state == "RUNNING" else "pending" if state in ACTIVE else "ended"
+        key = execute.classify(run, job)
+        if key == "failed" and sub:  # its job ended and the run is not done: a failure, in Slurm's words too
             _record_failure(run, folder, sub["job"], state, reason)
-        elif (folder / "error.json").exists():
-            key = "failed"
-        else:
-            key = "not submitted"
+        key = "not submitted" if key == "to run" else key
         table[run.phase][key].append((run.id, sub["job"] if sub else "", str(folder / "notebook.ipynb")))
     return table
 

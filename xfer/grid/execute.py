@@ -55,6 +55,20 @@ def is_done(run: Run, full: bool = False) -> bool:
     return state(run, full) is None
 
 
+def classify(run: Run, job: str | None = None) -> str:
+    """A run's state, one rule for `make status` on both executors: "done" when its record
+    verifies; "running" or "pending" while a Slurm job works on it (`job`: "running", "pending", or
+    "ended" for a job that ended); "failed" when that job ended without finishing the run, or the
+    run left an error.json; else "to run" (on Slurm: not submitted)."""
+    if is_done(run):
+        return "done"
+    if job in ("running", "pending"):
+        return job
+    if job == "ended" or (run_dir(run) / "error.json").exists():
+        return "failed"
+    return "to run"
+
+
 def checkpoint(run: Run) -> str:
     return from_runs(read_json(run_dir(run) / "metrics.json")["checkpoint"])
 
