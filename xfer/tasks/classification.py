@@ -115,11 +115,6 @@ class FileTask(Task):
     def hub_split(self, split: str) -> str:
         return dict(self.hub_splits).get(split) or super().hub_split(split)
 
-    def check_language(self, lang: str) -> None:
-        if "{lang}" not in self.local and lang not in self.languages_hint:
-            raise DataError(f"task {self.name!r} is a {'/'.join(self.languages_hint)} corpus; "
-                            f"there is no {lang!r} version")
-
     def path(self, lang: str, split: str) -> Path:
         self.check_language(lang)
         return data_dir() / self.template(split).format(lang=lang, split=self.file_split(split))

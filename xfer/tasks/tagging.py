@@ -121,11 +121,6 @@ class TaggingTask(Task):
             tags = sorted({t for ex in self.read_hub(lang, "train") for t in ex["tags"]})
         return (*[t for t in tags if t != self.unk_label], self.unk_label)
 
-    def check_language(self, lang: str) -> None:
-        if "{lang}" not in self.local and lang not in self.languages_hint:  # a one-language corpus
-            raise DataError(f"task {self.name!r} is a {'/'.join(self.languages_hint)} corpus; "
-                            f"there is no {lang!r} version")
-
     def path(self, lang: str, split: str) -> Path:
         self.check_language(lang)
         return super().path(lang, split)
