@@ -6,7 +6,7 @@ import torch
 from xfer.config import ModelConfig, TrainConfig
 from xfer.models import build_scratch, load_tokenizer
 from xfer.paths import data_dir
-from xfer.train import train
+from xfer.loop import train
 
 
 @pytest.fixture(scope="session")

@@ -218,12 +218,13 @@ def environ(home: Path) -> dict:
 
 def hub_files(params, overrides=()) -> list:
     """The [task, lang, split] a grid reads from the hub, as its plan lists them (no data read)."""
-    from xfer import runner
+    from xfer.config import load_grid
+    from xfer.grid import plan
 
     old = os.environ.get("XFER_DATA_DIR")
     os.environ["XFER_DATA_DIR"] = "hub"
     try:
-        return runner.validate(runner.load_grid(params, list(overrides)))[1]["files"]
+        return plan.validate(load_grid(params, list(overrides)))[1]["files"]
     finally:
         os.environ.pop("XFER_DATA_DIR") if old is None else os.environ.__setitem__("XFER_DATA_DIR", old)
 

@@ -241,7 +241,7 @@ def test_secondary_model_finds_the_interaction_and_names_its_structure():
 
 
 def test_plan_prints_the_estimand_and_the_mde(data):
-    from xfer.runner import plan
+    from xfer.grid.plan import plan
     from xfer.paths import root
 
     # a model no finished report in this checkout used, so the run SD is the assumed one, not measured
@@ -362,7 +362,7 @@ def test_smoke_shaped_grid_renders_every_table_and_figure():
 
 def test_plan_measures_the_run_sd_on_finished_results_of_the_same_model(tmp_path, monkeypatch, data):
     from xfer.paths import root
-    from xfer.runner import plan
+    from xfer.grid.plan import plan
 
     monkeypatch.setenv("XFER_OUTPUT", str(tmp_path.parent))  # report folders of this test live in tmp
     grid, runs = plan(root() / "params" / "smoke.yaml", [f"report_dir={tmp_path}"])
@@ -401,7 +401,7 @@ def test_plan_prints_the_cost_of_a_sequential_design(data):
     """The maximum and the expected runs and hours under no effect and under the smallest effect of
     interest, from simulating the rule: between the first look's and the maximum."""
     from xfer.paths import root
-    from xfer.runner import plan
+    from xfer.grid.plan import plan
 
     grid, runs = plan(root() / "params" / "answer.yaml")
     text = stats.plan_lines(grid, runs, hours=2.0)

@@ -16,7 +16,8 @@ from xfer import carry
 from xfer.config import load_grid
 from xfer.models import e5, load_tokenizer, prepare
 from xfer.models.vocab import apply_id_map, load_id_map
-from xfer.runner import data_token_ids, plan
+from xfer.data import data_token_ids
+from xfer.grid.plan import plan
 
 STUDY = """
 name: carried

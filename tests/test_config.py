@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from xfer.config import ConfigError, Grid, expand, load_grid, select_seeds
-from xfer.runner import plan
+from xfer.grid.plan import plan
 from xfer.paths import root
 
 SMOKE = root() / "params" / "smoke.yaml"

@@ -8,15 +8,16 @@ import shutil
 import pandas as pd
 import pytest
 
-from xfer import runner
 from xfer.config import ConfigError, Grid, load_grid
 from xfer.data import check_aligned, evaluation_set, subsample, training_set
+from xfer.grid import collect, execute, local, plan
+from xfer.loop import Shuffle
 from xfer.models import load_tokenizer
 from xfer.models.vocab import load_id_map
 from xfer.paths import read_json
 from xfer.tasks import get_task
 from xfer.tasks.base import DataError
-from xfer.train import Shuffle, dev_task
+from xfer.train import dev_task
 
 ARM = ["intermediate.fixed_steps=true", "intermediate.epochs_arm=1", "intermediate.train.grad_accum=2",
        "evaluate.languages=[en]"]
@@ -28,18 +29,18 @@ def test_dose_and_budget_arm_recorded_by_a_real_run(micro_grid):
     tokens it was fed (counted here again from the batch schedule), and every results row says
     which budget arm its intermediate run came from."""
     path = micro_grid()
-    counts = runner.run_grid(path, overrides=ARM, jobs=1)  # one after another, in one worker
+    counts = local.run_grid(path, overrides=ARM, jobs=1)  # one after another, in one worker
     assert counts["failed"] == 0
-    grid, runs = runner.plan(path, ARM)
+    grid, runs = plan.plan(path, ARM)
     assert len(runs["intermediate"]) == 2
-    out = runner.collect(path, ARM)
+    out = collect.collect(path, ARM)
     training = pd.read_csv(out / "training.csv").set_index("run_id")
     assert {"run_id", "steps", "examples_seen", "tokens_seen", "inter_budget"} <= set(training.reset_index().columns)
     for run in runs["intermediate"] + runs["target"]:
-        m = read_json(runner.run_dir(run) / "metrics.json")
+        m = read_json(execute.run_dir(run) / "metrics.json")
         p, t = run.params, run.params["train"]
         task = get_task(p["task"])
-        upstream = runner.checkpoint(runs["pretrained"][0])
+        upstream = execute.checkpoint(runs["pretrained"][0])
         features = task.encode(training_set(p["task"], p["language"], p["size"], p["seed"]),
                                load_tokenizer(upstream), t["max_length"], load_id_map(upstream))
         shuffle = Shuffle.over(features, t["batch_size"], p["seed"], True, t.get("full_batches", False))
@@ -48,8 +49,8 @@ def test_dose_and_budget_arm_recorded_by_a_real_run(micro_grid):
         assert training.loc[run.id, "examples_seen"] == m["examples_seen"]
         assert training.loc[run.id, "tokens_seen"] == m["tokens_seen"]
     steps, epochs = sorted(runs["intermediate"], key=lambda r: r.params["train"]["max_steps"] is None)
-    assert read_json(runner.run_dir(steps) / "metrics.json")["steps"] == 4  # the micro grid's max_steps
-    assert read_json(runner.run_dir(epochs) / "metrics.json")["examples_seen"] == 60  # one epoch of the 60
+    assert read_json(execute.run_dir(steps) / "metrics.json")["steps"] == 4  # the micro grid's max_steps
+    assert read_json(execute.run_dir(epochs) / "metrics.json")["examples_seen"] == 60  # one epoch of the 60
     assert training.loc[steps.id, "inter_budget"] == "steps" and training.loc[epochs.id, "inter_budget"] == "epochs"
     results = pd.read_csv(out / "results.csv", keep_default_na=False)
     by_run = {k: list(v) for k, v in results.groupby("intermediate_run")["inter_budget"].unique().items()}
@@ -57,14 +58,14 @@ def test_dose_and_budget_arm_recorded_by_a_real_run(micro_grid):
 
 
 def test_epochs_arm_expands_beside_the_fixed_steps(micro_grid, data):
-    grid, runs = runner.plan(micro_grid(), ARM)
+    grid, runs = plan.plan(micro_grid(), ARM)
     inter = runs["intermediate"]
     assert [(r.params["train"]["max_steps"], r.params["train"]["epochs"]) for r in inter] == [(4, None), (None, 1.0)]
     assert all(r.params["train"]["keep"] == "last" for r in inter)  # no model selection changes the dose
     assert {r.params["size"] for r in inter} == {60} and len({r.id for r in inter}) == 2
     # each arm feeds its own target and evaluation runs; the baseline is shared
     assert {t.upstream for t in runs["target"]} == {r.id for r in inter} | {runs["pretrained"][0].id}
-    _, plain = runner.plan(micro_grid())
+    _, plain = plan.plan(micro_grid())
     assert plain["intermediate"][0].params["train"]["keep"] == "best"
 
 
@@ -92,17 +93,17 @@ def test_corpora_each_in_their_own_languages(micro_grid, data, tmp_path):
         "  corpora:\n    - {task: panx, languages: [sw, en]}\n    - {task: sst2_pt}\n")
     path = tmp_path / "corpora.yaml"
     path.write_text(raw)
-    grid, runs = runner.plan(path)
+    grid, runs = plan.plan(path)
     assert sorted((r.params["task"], r.params["language"]) for r in runs["intermediate"]) == [
         ("panx", "en"), ("panx", "sw"), ("sst2_pt", "pt")]
     assert Grid.model_validate(grid.model_dump(mode="json")) == grid  # grid.json reads back
     assert not {"task", "languages"} & set(grid.model_dump()["intermediate"])  # unused: not shown as the design
     path.write_text(raw.replace("[sw, en]", "[sw, xx]"))
     with pytest.raises(ConfigError, match="intermediate.languages: 'xx' has no panx training data"):
-        runner.plan(path)
+        plan.plan(path)
     path.write_text(raw.replace("- {task: sst2_pt}", "- {task: panx, languages: [de]}"))
     with pytest.raises(ConfigError, match="each task once"):
-        runner.plan(path)
+        plan.plan(path)
 
 
 def test_evaluation_sample_is_seeded_stable_and_not_the_first_rows(data):
@@ -118,7 +119,7 @@ def test_evaluation_sample_is_seeded_stable_and_not_the_first_rows(data):
 
 def test_every_evaluation_run_of_a_grid_samples_alike(micro_grid, data):
     """The sample depends on the grid's evaluate settings only, never on a run's seed or upstream."""
-    _, runs = runner.plan(micro_grid(), ["seeds=[1,2]", "evaluate.sample_seed=7"])
+    _, runs = plan.plan(micro_grid(), ["seeds=[1,2]", "evaluate.sample_seed=7"])
     settings = {(r.params["max_examples"], r.params["sample_seed"]) for r in runs["evaluate"]}
     assert settings == {(20, 7)} and len(runs["evaluate"]) == 4
 
@@ -226,7 +227,7 @@ def test_keep_last_hands_on_the_final_weights_with_dev_still_scored(scratch, dat
     import torch
 
     from xfer.config import TrainConfig
-    from xfer.train import train
+    from xfer.loop import train
 
     folder, tok = scratch
     task = get_task("udpos")

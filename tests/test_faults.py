@@ -22,6 +22,7 @@ import torch
 
 from conftest import MICRO
 from xfer import runner
+from xfer.grid import collect, execute, local, plan
 from xfer.paths import root
 
 
@@ -43,7 +44,7 @@ def roles(runs) -> dict:
 
 
 def metrics_mtimes(runs) -> dict:
-    return {r.id: os.stat(runner.run_dir(r) / "metrics.json").st_mtime_ns for rs in runs.values() for r in rs}
+    return {r.id: os.stat(execute.run_dir(r) / "metrics.json").st_mtime_ns for rs in runs.values() for r in rs}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -61,9 +62,9 @@ def baseline(tmp_path_factory, data):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("XFER_RUNS", str(folder / "runs"))
         path = micro(folder)
-        counts = runner.run_grid(path)
+        counts = local.run_grid(path)
         assert counts == {"done": 0, "ran": 6, "failed": 0, "skipped": 0}
-        results = (runner.collect(path) / "results.csv").read_bytes()
+        results = (collect.collect(path) / "results.csv").read_bytes()
     return folder / "runs", results
 
 
@@ -73,7 +74,7 @@ def grid(baseline, tmp_path, monkeypatch):
     shutil.copytree(baseline[0], tmp_path / "runs")
     monkeypatch.setenv("XFER_RUNS", str(tmp_path / "runs"))
     path = micro(tmp_path)
-    return path, roles(runner.plan(path)[1])
+    return path, roles(plan.plan(path)[1])
 
 
 def zero(path, n, keep_mtime=False):
@@ -93,7 +94,7 @@ def truncate(path):
 
 def test_every_corrupt_artefact_is_moved_aside_and_rerun(grid, baseline, capfd):  # capfd: runs going at once print from worker processes
     path, r = grid
-    d = {k: runner.run_dir(run) for k, run in r.items()}
+    d = {k: execute.run_dir(run) for k, run in r.items()}
     # the issue's faults, one per run
     zero(d["pre"] / "checkpoint" / "model.safetensors", 4096, keep_mtime=True)
     zero(d["t_base"] / "checkpoint" / "model.safetensors", 1 << 20)  # 1 MB zeroed in a finished target checkpoint
@@ -108,8 +109,8 @@ def test_every_corrupt_artefact_is_moved_aside_and_rerun(grid, baseline, capfd):
     recorded = json.loads((baseline[0] / "intermediate" / r["inter"].id / "metrics.json").read_text())["artefacts"]
 
     # the cheap check trusts an unchanged size and mtime; the full one, run on an upstream about to be used, does not
-    assert runner.is_done(r["pre"]) and not runner.is_done(r["pre"], full=True)
-    counts = runner.run_grid(path)
+    assert execute.is_done(r["pre"]) and not execute.is_done(r["pre"], full=True)
+    counts = local.run_grid(path)
     out = capfd.readouterr().out
     assert counts == {"done": 0, "ran": 6, "failed": 0, "skipped": 0}, out
     expected = {"pre": ("checkpoint/model.safetensors", "sha256 differs from the one"),
@@ -129,7 +130,7 @@ def test_every_corrupt_artefact_is_moved_aside_and_rerun(grid, baseline, capfd):
     assert not (d["inter"] / "train_state.pt").exists()
     # restarted from step 0, the intermediate run left exactly the checkpoint of the undisturbed run
     assert json.loads((d["inter"] / "metrics.json").read_text())["artefacts"] == recorded
-    assert (runner.collect(path) / "results.csv").read_bytes() == baseline[1]
+    assert (collect.collect(path) / "results.csv").read_bytes() == baseline[1]
 
 
 def test_diverged_training_fails_loudly_and_stops_its_downstream(tmp_path, monkeypatch, data, capfd):
@@ -154,16 +155,16 @@ def test_diverged_training_fails_loudly_and_stops_its_downstream(tmp_path, monke
     assert runner.main(["run", str(path)]) == 1
     out, err = capfd.readouterr()
     assert "error: 2 runs failed and 3 were skipped" in err
-    r = roles(runner.plan(path)[1])
+    r = roles(plan.plan(path)[1])
     for role in ("inter", "t_base"):  # the baseline target still ran after the intermediate failed
-        folder = runner.run_dir(r[role])
+        folder = execute.run_dir(r[role])
         error = json.loads((folder / "error.json").read_text())["error"]
         assert "FloatingPointError: training diverged at step 1/4: loss nan" in error, error
         assert "diverged at step 1/4" in (folder / "notebook.ipynb").read_text()  # with its traceback
-        assert not (folder / "metrics.json").exists() and not runner.is_done(r[role])
+        assert not (folder / "metrics.json").exists() and not execute.is_done(r[role])
     for role in ("t_inter", "e_base", "e_inter"):  # downstream of a failure: not started
-        assert not runner.run_dir(r[role]).exists(), role
-    failures = {f["run_id"]: f["error"] for f in json.loads((runner.collect(path) / "grid.json").read_text())["failures"]}
+        assert not execute.run_dir(r[role]).exists(), role
+    failures = {f["run_id"]: f["error"] for f in json.loads((collect.collect(path) / "grid.json").read_text())["failures"]}
     assert set(failures) == {r[k].id for k in ("inter", "t_base", "t_inter", "e_base", "e_inter")}
     assert failures[r["e_base"].id] == f"not run: upstream run {r['t_base'].id} did not finish"
 
@@ -232,27 +233,27 @@ def test_copied_and_moved_runs_folder_is_complete_without_recomputing(baseline, 
         if folder == moved:
             copy.rename(moved)
         monkeypatch.setenv("XFER_RUNS", str(folder))
-        grid, runs_ = runner.plan(path)
+        grid, runs_ = plan.plan(path)
         before = metrics_mtimes(runs_)
-        assert runner.run_grid(path) == {"done": 6, "ran": 0, "failed": 0, "skipped": 0}
+        assert local.run_grid(path) == {"done": 6, "ran": 0, "failed": 0, "skipped": 0}
         assert metrics_mtimes(runs_) == before  # nothing recomputed
         r = roles(runs_)
         for role in ("pre", "inter", "t_inter", "t_base"):
-            assert runner.checkpoint(r[role]) == str(runner.run_dir(r[role]) / "checkpoint")
-        assert (runner.collect(path) / "results.csv").read_bytes() == results
+            assert execute.checkpoint(r[role]) == str(execute.run_dir(r[role]) / "checkpoint")
+        assert (collect.collect(path) / "results.csv").read_bytes() == results
     # a record written before paths were relative (absolute checkpoint, no artefacts) still counts
     # as done, and is read from this runs folder, not from where it was written
-    m = runner.run_dir(r["inter"]) / "metrics.json"
+    m = execute.run_dir(r["inter"]) / "metrics.json"
     legacy = {k: v for k, v in json.loads(m.read_text()).items() if k != "artefacts"}
     legacy["checkpoint"] = str(tmp_path / "gone" / "intermediate" / r["inter"].id / "checkpoint")
     m.write_text(json.dumps(legacy))
-    assert runner.is_done(r["inter"]) and runner.checkpoint(r["inter"]) == str(runner.run_dir(r["inter"]) / "checkpoint")
+    assert execute.is_done(r["inter"]) and execute.checkpoint(r["inter"]) == str(execute.run_dir(r["inter"]) / "checkpoint")
 
 
 HOLD = """
 import shutil, sys
 from pathlib import Path
-from xfer.runner import Lock
+from xfer.grid.execute import Lock
 folder, finished = Path(sys.argv[1]), Path(sys.argv[2])
 lock = Lock(folder)
 assert lock.acquire()
@@ -268,7 +269,7 @@ def test_second_worker_waits_for_an_upstream_another_worker_holds(grid, baseline
     started). Worker B waits for it, with a message, then runs the evaluation; with a short
     XFER_LOCK_TIMEOUT it gives up on that evaluation instead, says why and exits 1."""
     path, r = grid
-    t, e = runner.run_dir(r["t_inter"]), runner.run_dir(r["e_inter"])
+    t, e = execute.run_dir(r["t_inter"]), execute.run_dir(r["e_inter"])
     shutil.move(t, tmp_path / "finished")
     shutil.rmtree(e)
     holder = subprocess.Popen([sys.executable, "-c", HOLD, str(t), str(tmp_path / "finished")], cwd=root(),
@@ -295,16 +296,16 @@ def test_second_worker_waits_for_an_upstream_another_worker_holds(grid, baseline
     out = "".join(seen)
     assert f"{r['t_inter'].id}: another worker holds it" in out
     assert "{'done': 5, 'ran': 1, 'failed': 0, 'skipped': 0}" in out  # the evaluation ran, nothing else
-    assert (runner.collect(path) / "results.csv").read_bytes() == baseline[1]
+    assert (collect.collect(path) / "results.csv").read_bytes() == baseline[1]
 
 
 def test_a_kill_between_metrics_and_state_cleanup_leaves_a_done_run(grid):
     """train_state.pt goes only after metrics.json is written: a run killed in between is done
     (not retrained from step 0), and the rerun removes the leftover state."""
     path, r = grid
-    state = runner.run_dir(r["inter"]) / "train_state.pt"
+    state = execute.run_dir(r["inter"]) / "train_state.pt"
     state.write_bytes(b"left by a kill")
-    assert runner.run_grid(path) == {"done": 6, "ran": 0, "failed": 0, "skipped": 0}
+    assert local.run_grid(path) == {"done": 6, "ran": 0, "failed": 0, "skipped": 0}
     assert not state.exists()
 
 
@@ -322,14 +323,14 @@ def test_write_json_leaves_no_temp_file_when_writing_fails(tmp_path):
 def test_a_lock_whose_holder_was_killed_is_free_at_once(grid, tmp_path):
     """The OS drops a dead worker's lock: no stale lock file to take over, no race on reading it."""
     path, r = grid
-    folder = runner.run_dir(r["inter"])
+    folder = execute.run_dir(r["inter"])
     holder = subprocess.Popen([sys.executable, "-c", HOLD, str(folder), str(tmp_path / "unused")], cwd=root(),
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "holding"
-    assert not runner.Lock(folder).acquire()
+    assert not execute.Lock(folder).acquire()
     holder.kill()
     holder.wait()
-    lock = runner.Lock(folder)
+    lock = execute.Lock(folder)
     assert lock.acquire()
     lock.release()
 
@@ -341,7 +342,7 @@ def registration_text(path, overrides=()):
     """The first page's pre-registration line for the grid as `collect` records it in grid.json."""
     from xfer import report
 
-    grid_json = json.loads((runner.collect(path, list(overrides)) / "grid.json").read_text())
+    grid_json = json.loads((collect.collect(path, list(overrides)) / "grid.json").read_text())
     return report.registered(None, grid_json), grid_json["preregistration"]
 
 
@@ -353,7 +354,7 @@ def test_preregistration_is_bound_to_the_runs(grid, tmp_path):
     text, reg = registration_text(path)
     assert reg["finished"] == 0 and "before the first run" in text and "are those registered" in text
     for role in ("e_base", "e_inter"):  # each evaluation records the plan it was started under
-        assert json.loads((runner.run_dir(r[role]) / "params.json").read_text())["preregistration"] == {
+        assert json.loads((execute.run_dir(r[role]) / "params.json").read_text())["preregistration"] == {
             "hash": reg["hash"], "time": reg["time"]}
     # a changed plan under a new report folder: no file edited, nothing deleted
     changed = [f"report_dir={tmp_path / 'fresh-report'}", "low_resource=either", "analysis.primary.smallest_effect=1"]
@@ -368,7 +369,7 @@ def test_preregistration_is_bound_to_the_runs(grid, tmp_path):
     assert "before the first run" not in text
     # ... and with the runs' own record gone too (runs from before it was kept): the count says it
     for role in ("e_base", "e_inter"):
-        p = runner.run_dir(r[role]) / "params.json"
+        p = execute.run_dir(r[role]) / "params.json"
         p.write_text(json.dumps({k: v for k, v in json.loads(p.read_text()).items() if k != "preregistration"}))
     text, _ = registration_text(path, changed)
     assert "after 2 of the grid's 2 evaluation runs had finished" in text and "before the first run" not in text
@@ -414,7 +415,7 @@ def test_runner_killed_while_its_worker_starts_leaves_no_process_and_no_false_er
     """SIGKILL of the runner while its worker is still importing (before it could arm its
     parent-death signal): the worker exits instead of taking the run; no error.json is written."""
     path, r = grid
-    shutil.rmtree(runner.run_dir(r["e_base"]))  # one run to do
+    shutil.rmtree(execute.run_dir(r["e_base"]))  # one run to do
     proc = subprocess.Popen([sys.executable, "-m", "xfer.runner", "run", str(path)], cwd=root(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline, kids = time.time() + 120, set()
@@ -426,7 +427,7 @@ def test_runner_killed_while_its_worker_starts_leaves_no_process_and_no_false_er
     proc.kill()
     proc.wait()
     assert gone_within(everyone, 30) == set()
-    folder = runner.run_dir(r["e_base"])
+    folder = execute.run_dir(r["e_base"])
     assert not (folder / "error.json").exists() and not (folder / "metrics.json").exists()
 
 
@@ -464,17 +465,17 @@ def test_words_not_encoded_reach_terminal_table_and_report(grid, tmp_path, capfd
     from xfer import analysis, report
 
     path, r = grid
-    with runner.RunLog(tmp_path / "run") as log:
+    with execute.RunLog(tmp_path / "run") as log:
         log.write("yo: f1 3.3 (n=20, 19761 words not encoded)\nen: f1 40.0 (n=20)\n")
     out = capfd.readouterr().out
     assert "run f1: yo 3.3 (19761 words not encoded), en 40.0" in out
     assert "19761 words not encoded" in (tmp_path / "run" / "log.txt").read_text()
-    m = runner.run_dir(r["e_base"]) / "metrics.json"
+    m = execute.run_dir(r["e_base"]) / "metrics.json"
     metrics = json.loads(m.read_text())
     metrics["scores"]["yo"]["words_not_encoded"] = 7
     m.write_text(json.dumps(metrics))
     (m.parent / ".verified.json").unlink(missing_ok=True)
-    out_dir = runner.collect(path)
+    out_dir = collect.collect(path)
     results, grid_json = analysis.load_results(out_dir)
     assert sorted(results.loc[results["eval_lang"] == "yo", "words_not_encoded"]) == [0, 7]
     deg = analysis.degradation(results)
@@ -546,7 +547,7 @@ def test_permission_faults_stop_in_one_line(grid, data, tmp_path, no_dac):
     line = one_error_line(bad)
     assert bad.returncode == 2 and f"{yo}: Is a directory" in line, line
 
-    folder = runner.run_dir(r["e_base"])
+    folder = execute.run_dir(r["e_base"])
     shutil.rmtree(folder)  # one run to do, in a folder this user cannot write (its old lock file still there)
     evaluate = folder.parent
     evaluate.chmod(0o555)
@@ -562,7 +563,7 @@ def test_permission_faults_stop_in_one_line(grid, data, tmp_path, no_dac):
     line = one_error_line(bad)
     assert bad.returncode == 1 and f"{evaluate}/.{folder.name}.lock: cannot take the run's lock (Permission denied)" \
         in line, line
-    assert not folder.exists() and runner.is_done(r["e_inter"])  # nothing else of the grid touched
+    assert not folder.exists() and execute.is_done(r["e_inter"])  # nothing else of the grid touched
 
 
 def test_a_file_or_an_outside_link_in_place_of_a_run_folder_is_moved_aside(grid, baseline, tmp_path, capfd):
@@ -570,22 +571,22 @@ def test_a_file_or_an_outside_link_in_place_of_a_run_folder_is_moved_aside(grid,
     outside the runs folder: each is moved aside (kept) and its run redone inside; nothing is
     written outside, and recorded paths stay relative."""
     path, r = grid
-    e_base, t_inter = runner.run_dir(r["e_base"]), runner.run_dir(r["t_inter"])
+    e_base, t_inter = execute.run_dir(r["e_base"]), execute.run_dir(r["t_inter"])
     shutil.rmtree(e_base)
     e_base.write_text("not a folder")
     outside = tmp_path / "elsewhere"
     shutil.move(t_inter, outside)
     t_inter.symlink_to(outside)
-    shutil.rmtree(runner.run_dir(r["e_inter"]))  # its evaluation still to do: it would read the link
+    shutil.rmtree(execute.run_dir(r["e_inter"]))  # its evaluation still to do: it would read the link
     before = sorted(p.name for p in outside.rglob("*"))
-    assert runner.run_grid(path) == {"done": 3, "ran": 3, "failed": 0, "skipped": 0}
+    assert local.run_grid(path) == {"done": 3, "ran": 3, "failed": 0, "skipped": 0}
     out = capfd.readouterr().out
     assert f"{e_base}: not a folder" in out and f"{t_inter}: a link to {outside}, outside the runs folder" in out
     assert e_base.is_dir() and t_inter.is_dir() and not t_inter.is_symlink()
     assert sorted(p.name for p in outside.rglob("*")) == before
-    recorded = json.loads((runner.run_dir(r["e_inter"]) / "params.json").read_text())["upstream_checkpoint"]
+    recorded = json.loads((execute.run_dir(r["e_inter"]) / "params.json").read_text())["upstream_checkpoint"]
     assert recorded == f"target/{r['t_inter'].id}/checkpoint"
-    assert (runner.collect(path) / "results.csv").read_bytes() == baseline[1]
+    assert (collect.collect(path) / "results.csv").read_bytes() == baseline[1]
 
 
 def test_finished_grid_reports_from_a_read_only_runs_folder(grid, tmp_path):
@@ -595,8 +596,8 @@ def test_finished_grid_reports_from_a_read_only_runs_folder(grid, tmp_path):
     if shutil.which("unshare") is None or subprocess.run(["unshare", "-rm", "true"]).returncode:
         pytest.skip("no user/mount namespaces here for a read-only mount")
     path, r = grid
-    runs = runner.run_dir(r["pre"]).parent.parent
-    (runner.run_dir(r["inter"]) / "train_state.pt").write_bytes(b"left by a kill")
+    runs = execute.run_dir(r["pre"]).parent.parent
+    (execute.run_dir(r["inter"]) / "train_state.pt").write_bytes(b"left by a kill")
     record = next((runs / ".preregistration").iterdir())
     record.write_text("{")
     script = (f"mount --bind {runs} {runs} && mount -o remount,ro,bind {runs} || exit 99\n"
@@ -605,7 +606,7 @@ def test_finished_grid_reports_from_a_read_only_runs_folder(grid, tmp_path):
     subprocess.run(["unshare", "-rm", "sh", "-c", script], cwd=root(), check=True, timeout=900)
     stderr = (tmp_path / "stderr").read_text()
     assert (tmp_path / "rc").read_text().strip() == "0" and "Traceback" not in stderr, stderr
-    assert (runner.run_dir(r["inter"]) / "train_state.pt").exists()  # untouched: it could not be removed
+    assert (execute.run_dir(r["inter"]) / "train_state.pt").exists()  # untouched: it could not be removed
     report_dir = tmp_path / "report"
     assert (report_dir / "index.html").exists()
     if (report_dir / "report.pdf").exists() and shutil.which("pdftotext"):
@@ -656,7 +657,7 @@ def test_plan_names_the_longest_evaluation_sentence_per_file(grid, data):
     and names each file with a sentence over the model's window (a small window here, so the real
     files have some)."""
     path, r = grid
-    grid_, runs = runner.plan(path)
+    grid_, runs = plan.plan(path)
     lines = runner.longest_sentences(runs).splitlines()
     assert lines[0].startswith("  longest udpos test sentence in subwords: en ") and " yo " in lines[0]
     longest = {kv.split()[0]: int(kv.split()[1]) for kv in lines[0].split(": ", 1)[1].split(", ")}

@@ -68,7 +68,7 @@ def test_report_provenance_lists_hub_revisions_and_the_model_is_xlmr():
                                                                 "model FacebookAI/xlm-roberta-large": hub.UNKNOWN}}})
     assert f"| `dataset facebook/xnli` | `{SHA}` |" in text
     assert "| `model FacebookAI/xlm-roberta-large` | `unknown (offline)` |" in text
-    from xfer.runner import describe_model
+    from xfer.grid.collect import describe_model
 
     assert describe_model(SimpleNamespace(model=ModelConfig()))["stand_in"] is False  # XLM-R, by its hub id
 

@@ -12,7 +12,8 @@ import pytest
 
 from xfer.config import split_overrides
 from xfer.paths import root
-from xfer.runner import main, plan
+from xfer.grid.plan import plan
+from xfer.runner import main
 from xfer.tasks import get_task
 from xfer.tasks.base import DataError
 

@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 from xfer.paths import root
-from xfer.runner import is_done, plan
+from xfer.grid.execute import is_done
+from xfer.grid.plan import plan
 
 
 def living(marker: str) -> list[str]:

@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from xfer.config import ModelConfig, TrainConfig
+from xfer.loop import train
 from xfer.models import build_scratch, load_tokenizer
 from xfer.multitask import MultiTaskModel, TaskMixer, mixing_weights, task_names
 from xfer.tasks import get_task
-from xfer.train import finetune, train
+from xfer.train import finetune
 
 TINY = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64}
 

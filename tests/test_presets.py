@@ -4,7 +4,8 @@ the hub grids (paper, study) against the project's language metadata, as `make p
 import pytest
 
 from xfer.paths import root
-from xfer.runner import main, plan
+from xfer.grid.plan import plan
+from xfer.runner import main
 
 LOCAL = ["smoke", "cpu", "gpu", "demo", "demo_quick", "tasks", "answer", "template"]
 HUB = ["paper", "study"]

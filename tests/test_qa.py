@@ -12,7 +12,7 @@ from xfer.config import ModelConfig, TrainConfig
 from xfer.models import build_scratch, load_tokenizer
 from xfer.tasks.base import DataError
 from xfer.tasks.qa import QA_TASKS, mlqa_normalize, qa_scores, span_text, squad_normalize
-from xfer.train import train
+from xfer.loop import train
 
 TASKS = {t.name: t for t in QA_TASKS}
 

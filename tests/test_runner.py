@@ -12,12 +12,13 @@ import time
 import pandas as pd
 
 from xfer import runner
-from xfer.paths import data_dir, read_json, root
+from xfer.grid import collect, execute, local, plan
+from xfer.paths import data_dir, read_json, root, runs_dir
 
 
 def outputs(runs):
-    return {r.id: os.stat(runner.run_dir(r) / "metrics.json").st_mtime_ns
-            for rs in runs.values() for r in rs if runner.is_done(r)}
+    return {r.id: os.stat(execute.run_dir(r) / "metrics.json").st_mtime_ns
+            for rs in runs.values() for r in rs if execute.is_done(r)}
 
 
 def by_id(runs):
@@ -87,7 +88,7 @@ def test_grid_runs_once_then_skips(micro_grid):
     assert at["target running"] < at["intermediate done"] and at["intermediate running"] < at["target done"], lines
     # pretrained, 1 intermediate, 2 targets, 2 evals
     assert proc.stdout.splitlines()[-1] == "grid micro: {'done': 0, 'ran': 6, 'failed': 0, 'skipped': 0}"
-    grid, runs = runner.plan(path)
+    grid, runs = plan.plan(path)
     terminal = proc.stdout.splitlines()
     assert len(terminal) <= 6 + 2 + 4 * 6, proc.stdout  # the plan's summary, log hint and counts; 4 a run
     starts = [line for line in terminal if ": running · " in line]
@@ -95,38 +96,38 @@ def test_grid_runs_once_then_skips(micro_grid):
     assert all(re.search(r"\d/6 finished, \d+:\d\d:\d\d elapsed, ETA \d+:\d\d:\d\d$", s) for s in starts[1:]), starts
     assert not [line for line in terminal if "WARNING" in line or "LOAD REPORT" in line or "it/s]" in line]
     for run in (r for rs in runs.values() for r in rs):
-        log = (runner.run_dir(run) / "log.txt").read_text()
+        log = (execute.run_dir(run) / "log.txt").read_text()
         if run.phase in ("intermediate", "target"):
-            assert f"starting from {runner.checkpoint(by_id(runs)[run.upstream])}" in log
+            assert f"starting from {execute.checkpoint(by_id(runs)[run.upstream])}" in log
         if run.phase == "evaluate":
-            scores = json.loads((runner.run_dir(run) / "metrics.json").read_text())["scores"]
+            scores = json.loads((execute.run_dir(run) / "metrics.json").read_text())["scores"]
             for lang, s in scores.items():
                 assert f"{lang}: f1 {s['score']:.1f} (n={s['n_examples']})" in log
             # the terminal: one line of the run's scores, every language in it
             assert f"    {run.id} f1: " + ", ".join(f"{lang} {scores[lang]['score']:.1f}"
                                              for lang in run.params["languages"]) in terminal
     ev = runs["evaluate"][0]
-    nb = json.loads((runner.run_dir(ev) / "notebook.ipynb").read_text())
+    nb = json.loads((execute.run_dir(ev) / "notebook.ipynb").read_text())
     assert any("injected-parameters" in c["metadata"].get("tags", []) for c in nb["cells"])
     before = outputs(runs)
-    again = runner.run_grid(path, jobs=1)
+    again = local.run_grid(path, jobs=1)
     assert again["ran"] == 0 and again["done"] == 6
     assert outputs(runs) == before
-    out = runner.collect(path)
+    out = collect.collect(path)
     df = pd.read_csv(out / "results.csv")
     assert len(df) == 2 * 3 and set(df["eval_lang"]) == {"en", "yo", "wo"}
     assert set(df["inter_size"]) == {0, 60} and df["score"].between(0, 100).all()
     assert json.loads((out / "grid.json").read_text())["model"]["from_scratch"] is True
     # local data and a scratch encoder: nothing from the hub, and the record says so (xfer.hub)
     assert json.loads((out / "grid.json").read_text())["provenance"]["hub_revisions"] == {}
-    assert json.loads((runner.run_dir(ev) / "params.json").read_text())["hub_revisions"] == {}
+    assert json.loads((execute.run_dir(ev) / "params.json").read_text())["hub_revisions"] == {}
     train = pd.read_csv(out / "training.csv").set_index("phase")
     assert list(train.index) == ["intermediate", "target", "target"]
     assert (train["steps"] == 4).all() and train["loss_start"].gt(0).all()
     assert sorted(train.loc["target", "upstream"]) == ["panx-sw-60", "pretrained"]
     # every training run logs its curve per step: train_log.csv, and TensorBoard serves the grid's
     for run in runs["intermediate"] + runs["target"]:
-        rows = pd.read_csv(runner.run_dir(run) / "train_log.csv")
+        rows = pd.read_csv(execute.run_dir(run) / "train_log.csv")
         assert list(rows["step"]) == [1, 2, 3, 4] and rows[["loss", "lr", "grad_norm"]].gt(0).all().all()
     _serves_the_curves(path, runs)
     # `xfer report` without chromium: exit 0, the HTML, the earlier PDF kept, one line of advice
@@ -141,7 +142,7 @@ def test_grid_runs_once_then_skips(micro_grid):
     copy = out / "runs" / "evaluate" / ev.id
     lang, s = next(iter(json.loads((copy / "metrics.json").read_text())["scores"].items()))
     assert f"{lang}: f1 {s['score']:.1f} (n={s['n_examples']})" in (copy / "notebook.html").read_text()
-    assert (copy / "metrics.json").read_bytes() == (runner.run_dir(ev) / "metrics.json").read_bytes()
+    assert (copy / "metrics.json").read_bytes() == (execute.run_dir(ev) / "metrics.json").read_bytes()
     assert f'href="runs/evaluate/{ev.id}/notebook.html"' in (out / "index.html").read_text()
     assert not list((out / "runs").rglob("checkpoint"))
     # the terminal ends with the report's bottom line
@@ -150,7 +151,7 @@ def test_grid_runs_once_then_skips(micro_grid):
     assert bottom_line(out / "report.ipynb") and rep.stdout.rstrip().endswith(bottom_line(out / "report.ipynb"))
     # the folder moves and publishes as it is: no path of this machine's project, runs or data in any
     # file (run notebooks and params.json copies included), every file world-readable
-    machine = {str(p) for p in (root(), root().resolve(), runner.runs_dir(), runner.runs_dir().resolve(), data_dir())}
+    machine = {str(p) for p in (root(), root().resolve(), runs_dir(), runs_dir().resolve(), data_dir())}
     files = [f for f in out.rglob("*") if f.is_file()]
     assert len(files) > 10 and any(f.name == "notebook.html" for f in files)
     for f in files:
@@ -158,19 +159,19 @@ def test_grid_runs_once_then_skips(micro_grid):
         assert not [m for m in machine if m in text], (f, [m for m in machine if m in text])
         assert f.stat().st_mode & 0o444 == 0o444, (f, oct(f.stat().st_mode))
     # a later grid's ETA starts from these runs' measured times
-    took = runner.measured(runs)
+    took = local.measured(runs)
     assert {len(took[p]) for p in ("intermediate", "target", "evaluate")} == {1, 2} and \
         all(s > 0 for v in took.values() for s in v)
 
 
 def test_kill_during_training_then_rerun_finishes_without_redoing(micro_grid):
     path = micro_grid(steps=80)  # long enough to be killed mid-training
-    grid, runs = runner.plan(path)
+    grid, runs = plan.plan(path)
     inter = runs["intermediate"][0]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([sys.executable, "-m", "xfer.runner", "run", str(path)], cwd=root(), env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    state = runner.run_dir(inter) / "train_state.pt"
+    state = execute.run_dir(inter) / "train_state.pt"
     deadline = time.time() + 240
     while not state.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.5)
@@ -186,13 +187,13 @@ def test_kill_during_training_then_rerun_finishes_without_redoing(micro_grid):
     assert not orphans, "an orphan kernel trains on"
     pretrained_done = outputs(runs)
     assert runs["pretrained"][0].id in pretrained_done and inter.id not in pretrained_done
-    counts = runner.run_grid(path)
+    counts = local.run_grid(path)
     # what finished before the kill (the pretrained run, and the baseline's target run when its worker was
     # quicker than the intermediate run's first training state) is kept as it was; the rest runs now
     assert counts["failed"] == 0 and counts["done"] == len(pretrained_done) and counts["done"] + counts["ran"] == 6
     after = outputs(runs)
     assert all(after[rid] == files for rid, files in pretrained_done.items())
-    nb = (runner.run_dir(inter) / "notebook.ipynb").read_text()
+    nb = (execute.run_dir(inter) / "notebook.ipynb").read_text()
     assert "resuming from step" in nb
 
 
@@ -219,9 +220,9 @@ def test_every_family_through_the_phase_notebooks(micro_grid, tmp_path):
     micro_grid()  # the micro grid's model and intermediate corpus, other targets
     path = tmp_path / "families.yaml"
     path.write_text(FAMILIES)
-    counts = runner.run_grid(path)
+    counts = local.run_grid(path)
     assert counts["failed"] == 0, counts
-    df = pd.read_csv(runner.collect(path) / "results.csv")
+    df = pd.read_csv(collect.collect(path) / "results.csv")
     assert set(df["eval_task"]) == {"xnli", "xcopa", "xquad", "tatoeba"}
     for task, langs in {"xnli": {"de", "sw", "zh"}, "xcopa": {"sw", "zh"}, "xquad": {"de", "zh"},
                         "tatoeba": {"de", "sw", "zh"}}.items():
@@ -240,11 +241,11 @@ def test_random_init_control_gets_random_weights(micro_grid, tmp_path):
     text = path.read_text().replace("name: micro", "name: micro\nrandom_init_control: true")
     text = text.replace("source: scratch", "source: e5\n  num_layers: 1")  # a pretrained source
     path.write_text(text)
-    grid, runs = runner.plan(path)
+    grid, runs = plan.plan(path)
     main, control = runs["pretrained"]
     for run in (main, control):
-        runner.prepare_pretrained(grid, run)
-    a, b = (AutoModel.from_pretrained(runner.checkpoint(r)) for r in (main, control))
+        execute.prepare_pretrained(grid, run)
+    a, b = (AutoModel.from_pretrained(execute.checkpoint(r)) for r in (main, control))
     assert a.config.to_dict() | {"_name_or_path": ""} == b.config.to_dict() | {"_name_or_path": ""}
     wa, wb = a.state_dict(), b.state_dict()
     assert wa.keys() == wb.keys()
@@ -278,9 +279,9 @@ def test_a_sequential_grid_stops_at_the_look_that_decides(micro_grid, capsys):
     assert runner.main(["all", str(path)]) == 0
     out = capsys.readouterr().out
     assert "look 1 of 2: seeds 1, 2" in out and "udpos: equivalent" in out and "look 2 of 2" not in out
-    grid, runs = runner.plan(path)
-    assert {r.params["seed"] for r in runs["intermediate"] if runner.is_done(r)} == {1, 2}
-    assert not any(runner.run_dir(r).exists() for r in runs["intermediate"] if r.params["seed"] == 3)
+    grid, runs = plan.plan(path)
+    assert {r.params["seed"] for r in runs["intermediate"] if execute.is_done(r)} == {1, 2}
+    assert not any(execute.run_dir(r).exists() for r in runs["intermediate"] if r.params["seed"] == 3)
     report = read_json(grid.report_path() / "grid.json")
     assert report["failures"] == []
     html = (grid.report_path() / "index.html").read_text()
@@ -293,7 +294,7 @@ def test_eta_uses_each_phase_s_own_time_and_not_the_one_off_conversion():
     in unmeasured phases take 6 × 10 s, not 6 × the mean of both; by phase once each is measured."""
     start = time.time()
     left = {"intermediate": 2, "target": 2, "evaluate": 2}
-    assert runner.progress(1, 7, start, {"pretrained": [100.0], "intermediate": [10.0]}, left).endswith("ETA 0:01:00")
+    assert local.progress(1, 7, start, {"pretrained": [100.0], "intermediate": [10.0]}, left).endswith("ETA 0:01:00")
     took = {"pretrained": [100.0], "intermediate": [10.0], "target": [5.0], "evaluate": [2.0]}
-    assert runner.progress(1, 7, start, took, left, jobs=2).endswith("ETA 0:00:17")
-    assert runner.progress(1, 7, start, {"pretrained": [100.0]}, left).endswith("ETA 0:10:00")  # nothing else yet
+    assert local.progress(1, 7, start, took, left, jobs=2).endswith("ETA 0:00:17")
+    assert local.progress(1, 7, start, {"pretrained": [100.0]}, left).endswith("ETA 0:10:00")  # nothing else yet

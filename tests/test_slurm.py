@@ -10,7 +10,8 @@ import time
 import pytest
 import slurm_cluster
 
-from xfer import runner, slurm
+from xfer import slurm
+from xfer.grid import collect, execute, local, plan
 from xfer.paths import read_json, runs_dir
 
 WHY = slurm_cluster.available()
@@ -39,11 +40,11 @@ def test_grid_on_slurm_equals_local_and_resumes_a_cancelled_job(cluster, micro_g
 
     # the local executor's results, in a runs folder of their own
     monkeypatch.setenv("XFER_RUNS", str(tmp_path / "runs-local"))
-    assert runner.run_grid(grid_file, overrides=langs)["failed"] == 0
-    local_csv = (runner.collect(grid_file, langs) / "results.csv").read_bytes()
+    assert local.run_grid(grid_file, overrides=langs)["failed"] == 0
+    local_csv = (collect.collect(grid_file, langs) / "results.csv").read_bytes()
 
     monkeypatch.setenv("XFER_RUNS", str(tmp_path / "runs-slurm"))
-    grid, runs = runner.plan(grid_file, overrides)
+    grid, runs = plan.plan(grid_file, overrides)
     submitted = slurm.submit(grid_file, overrides)
     assert len(submitted) == sum(len(v) for v in runs.values())
     # one array per phase, and each job held on its own upstream job (read back from Slurm)
@@ -60,7 +61,7 @@ def test_grid_on_slurm_equals_local_and_resumes_a_cancelled_job(cluster, micro_g
 
     # cancel the Swahili intermediate job once it has saved a training state
     sw = next(r for r in runs["intermediate"] if r.params["language"] == "sw")
-    state = runner.run_dir(sw) / "train_state.pt"
+    state = execute.run_dir(sw) / "train_state.pt"
     deadline = time.time() + 300
     while not state.exists() and time.time() < deadline:
         time.sleep(0.5)
@@ -71,19 +72,19 @@ def test_grid_on_slurm_equals_local_and_resumes_a_cancelled_job(cluster, micro_g
     downstream = {r.id for r in runs["target"] if r.upstream == sw.id}
     downstream |= {r.id for r in runs["evaluate"] if r.upstream in downstream}
     assert failed == {sw.id} | downstream  # only the cancelled run and what is built on it
-    assert "CANCELLED" in read_json(runner.run_dir(sw) / "error.json")["error"]
-    failures = read_json(runner.collect(grid_file, overrides) / "grid.json")["failures"]
+    assert "CANCELLED" in read_json(execute.run_dir(sw) / "error.json")["error"]
+    failures = read_json(collect.collect(grid_file, overrides) / "grid.json")["failures"]
     assert {f["run_id"] for f in failures} == failed
 
     # resubmit: only what is not done goes back, the cancelled run resumes from its state
-    done_before = {r.id: (runner.run_dir(r) / "metrics.json").stat().st_mtime_ns
-                   for rs in runs.values() for r in rs if runner.is_done(r)}
+    done_before = {r.id: (execute.run_dir(r) / "metrics.json").stat().st_mtime_ns
+                   for rs in runs.values() for r in rs if execute.is_done(r)}
     again = slurm.submit(grid_file, overrides)
     assert set(again) == failed
     slurm.wait(grid_file, overrides, poll=2, timeout=600)
-    assert all(runner.is_done(r) for rs in runs.values() for r in rs)
-    assert "resuming from step" in (runner.run_dir(sw) / "notebook.ipynb").read_text()
-    assert all((runner.run_dir(by_id[i]) / "metrics.json").stat().st_mtime_ns == t for i, t in done_before.items())
+    assert all(execute.is_done(r) for rs in runs.values() for r in rs)
+    assert "resuming from step" in (execute.run_dir(sw) / "notebook.ipynb").read_text()
+    assert all((execute.run_dir(by_id[i]) / "metrics.json").stat().st_mtime_ns == t for i, t in done_before.items())
     assert slurm.submit(grid_file, overrides) == {}  # a third submission submits nothing
-    assert (runner.collect(grid_file, overrides) / "results.csv").read_bytes() == local_csv
+    assert (collect.collect(grid_file, overrides) / "results.csv").read_bytes() == local_csv
     shutil.rmtree(runs_dir() / "slurm" / "logs", ignore_errors=True)

@@ -9,7 +9,6 @@ tests set BeginTime=now, as an operator would, so the suite does not wait for it
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import time
@@ -18,6 +17,7 @@ import pytest
 import slurm_cluster
 
 from xfer import runner, slurm
+from xfer.grid import collect, execute, local, plan
 from xfer.paths import read_json
 
 WHY = slurm_cluster.available()
@@ -75,35 +75,35 @@ def _steps(text: str) -> list[int]:
 def test_requeued_by_scontrol_resumes_and_equals_an_uninterrupted_run(cluster, micro_grid, tmp_path, monkeypatch):
     grid_file = micro_grid(steps=60)
     monkeypatch.setenv("XFER_RUNS", str(tmp_path / "runs-local"))
-    assert runner.run_grid(grid_file, overrides=ONE_LANGUAGE)["failed"] == 0
-    local_csv = (runner.collect(grid_file, ONE_LANGUAGE) / "results.csv").read_bytes()
+    assert local.run_grid(grid_file, overrides=ONE_LANGUAGE)["failed"] == 0
+    local_csv = (collect.collect(grid_file, ONE_LANGUAGE) / "results.csv").read_bytes()
 
     # (1) preemption: `scontrol requeue` of the running intermediate job once it saved a state
     monkeypatch.setenv("XFER_RUNS", str(tmp_path / "runs-requeue"))
     overrides = ONE_LANGUAGE + RESOURCES
-    grid, runs = runner.plan(grid_file, overrides)
+    grid, runs = plan.plan(grid_file, overrides)
     sw = runs["intermediate"][0]
     submitted = slurm.submit(grid_file, overrides)
-    state = runner.run_dir(sw) / "train_state.pt"
+    state = execute.run_dir(sw) / "train_state.pt"
     deadline = time.time() + 600
     while not state.exists() and time.time() < deadline:
         time.sleep(0.5)
     assert state.exists(), slurm.describe(slurm.status(grid_file, overrides))
     job = submitted[sw.id]["job"]
     by_id = {r.id: r for rs in runs.values() for r in rs}
-    done = {r.id: (runner.run_dir(r) / "metrics.json").stat().st_mtime_ns for r in by_id.values() if runner.is_done(r)}
+    done = {r.id: (execute.run_dir(r) / "metrics.json").stat().st_mtime_ns for r in by_id.values() if execute.is_done(r)}
     assert done  # the pretrained run at least: it must not run again
     subprocess.run(["scontrol", "requeue", job], check=True)
     seen = set()
     table = _wait_done(grid_file, overrides, job, seen)
     assert all(not t["failed"] for t in table.values()), slurm.describe(table)
     assert int(_job(job)["Restarts"]) >= 1
-    steps = _steps((runner.run_dir(sw) / "log.txt").read_text())
+    steps = _steps((execute.run_dir(sw) / "log.txt").read_text())
     print(f"scontrol requeue of job {job}: resumed from step {steps}")
     assert steps and 0 < steps[0] < 60
-    requeued_csv = (runner.collect(grid_file, overrides) / "results.csv").read_bytes()
+    requeued_csv = (collect.collect(grid_file, overrides) / "results.csv").read_bytes()
     assert requeued_csv == local_csv
-    assert all((runner.run_dir(by_id[i]) / "metrics.json").stat().st_mtime_ns == t for i, t in done.items())
+    assert all((execute.run_dir(by_id[i]) / "metrics.json").stat().st_mtime_ns == t for i, t in done.items())
 
 
 @pytest.mark.long
@@ -120,10 +120,10 @@ def test_a_job_at_its_time_limit_requeues_itself_and_finishes(cluster, micro_gri
     grid_file = micro_grid(steps=5000, name="long.yaml")
     limit = ["intermediate.languages=[sw]", "intermediate.train.save_every=100", *RESOURCES,
              "executor.phases={intermediate: {signal_s: 600, requeues: 3}}"]
-    grid, runs = runner.plan(grid_file, limit)
+    grid, runs = plan.plan(grid_file, limit)
     sw = runs["intermediate"][0]
     job = slurm.submit(grid_file, limit)[sw.id]["job"]
-    state = runner.run_dir(sw) / "train_state.pt"
+    state = execute.run_dir(sw) / "train_state.pt"
     deadline = time.time() + 600
     while not state.exists() and time.time() < deadline:
         time.sleep(0.2)
@@ -132,7 +132,7 @@ def test_a_job_at_its_time_limit_requeues_itself_and_finishes(cluster, micro_gri
     seconds = sum(int(x) * 60 ** i for i, x in enumerate(reversed(ran)))
     subprocess.run(["scontrol", "update", f"JobId={job}", f"TimeLimit={seconds // 60 + 2}"], check=True)
     t0 = time.time()
-    while int(_job(job).get("Restarts", 0)) < 1 and not runner.is_done(sw) and time.time() - t0 < 120:
+    while int(_job(job).get("Restarts", 0)) < 1 and not execute.is_done(sw) and time.time() - t0 < 120:
         time.sleep(0.5)
     print(f"limit cut at {seconds} s of run time; requeued {time.time() - t0:.0f} s later")
     subprocess.run(["scontrol", "update", f"JobId={job}", "TimeLimit=30"], check=True)
@@ -140,12 +140,12 @@ def test_a_job_at_its_time_limit_requeues_itself_and_finishes(cluster, micro_gri
     table = _wait_done(grid_file, limit, job, seen, timeout=900)
     assert all(not t["failed"] for t in table.values()), slurm.describe(table)
     restarts = int(_job(job)["Restarts"])
-    steps = _steps((runner.run_dir(sw) / "log.txt").read_text())  # every attempt's, appended
+    steps = _steps((execute.run_dir(sw) / "log.txt").read_text())  # every attempt's, appended
     log = "\n".join(p.read_text() for p in (runs_dir_of(tmp_path, "runs-timeout")).rglob(f"{job.split('_')[0]}*_log.*"))
     print(f"job {job} at its time limit: {restarts} requeues, resumed from steps {steps}")
     assert restarts >= 1 and steps and 0 < steps[0] < 5000, log[-2000:]
     assert "timed-out" in log or "USR2" in log, log[-2000:]
-    metrics = read_json(runner.run_dir(sw) / "metrics.json")
+    metrics = read_json(execute.run_dir(sw) / "metrics.json")
     assert metrics["steps"] == 5000
 
 
@@ -166,7 +166,7 @@ def test_phases_split_to_max_array_size_and_a_second_submission_joins(micro_grid
     try:
         grid_file = micro_grid(steps=4)
         overrides = ["intermediate.languages=[sw, en]"] + RESOURCES
-        grid, runs = runner.plan(grid_file, overrides)
+        grid, runs = plan.plan(grid_file, overrides)
         assert len(runs["evaluate"]) == 3 and slurm.cluster_limits()["MaxArraySize"] == 2
         assert "--array=0-1%2 + --array=0-0%1" in slurm.describe_plan(grid, runs)
         first = slurm.submit(grid_file, overrides)
@@ -180,7 +180,7 @@ def test_phases_split_to_max_array_size_and_a_second_submission_joins(micro_grid
         said = capsys.readouterr().out  # no --executor: the grid has Slurm jobs on record
         assert re.search(r"(pending|running): \w+ \S+ \(Slurm job \d+_\d+\)", said), said
         table = slurm.wait(grid_file, overrides, poll=2, timeout=900)
-        assert all(runner.is_done(r) for rs in runs.values() for r in rs), slurm.describe(table)
+        assert all(execute.is_done(r) for rs in runs.values() for r in rs), slurm.describe(table)
         # a damaged data file: the grid cannot be planned, its status still shows from the record
         bad = farm / "panx" / "train-sw.tsv"
         bad.unlink()
@@ -206,5 +206,5 @@ def test_a_submission_failing_part_way_cancels_what_it_held(cluster, micro_grid,
     time.sleep(2)
     left = subprocess.run(["squeue", "-h", "-o", "%i %T"], capture_output=True, text=True).stdout
     assert not left.strip(), left
-    grid, _ = runner.plan(grid_file, overrides)
+    grid, _ = plan.plan(grid_file, overrides)
     assert not slurm.record_path(grid).exists()

@@ -23,7 +23,6 @@ test stays `long` (at one run per job it took about 55 min and never reached the
 from __future__ import annotations
 
 import shutil
-import subprocess
 import time
 
 import pytest
@@ -31,6 +30,7 @@ import slurm_cluster
 
 import hub_cache
 from xfer import runner, slurm
+from xfer.grid import execute, plan
 from xfer.paths import read_json, root, runs_dir
 
 WHY = slurm_cluster.available()
@@ -75,7 +75,7 @@ def hub(tmp_path, monkeypatch, data):
 def test_study_in_miniature_on_slurm_through_the_hub(cluster, hub, tmp_path, capsys):
     sets = MINIATURE + RESOURCES + [f"report_dir={tmp_path / 'report'}"]
     args = [a for s in sets for a in ("--set", s)]
-    grid, runs = runner.plan(STUDY, sets + ["executor.kind=slurm"])
+    grid, runs = plan.plan(STUDY, sets + ["executor.kind=slurm"])
     assert grid.model.source == "hub" and grid.model.name == "FacebookAI/xlm-roberta-large"
     assert len(grid.intermediate.languages_of("xnli")) == 6 and len(grid.targets) == 6
     assert {r.params["train"]["grad_accum"] for r in runs["target"]} == {4}
@@ -85,17 +85,17 @@ def test_study_in_miniature_on_slurm_through_the_hub(cluster, hub, tmp_path, cap
     out = capsys.readouterr().out
     print(out[-3000:], f"\nthe grid on Slurm and its report took {time.time() - t0:.0f}s")
     assert rc == 0, out[-3000:]
-    assert all(runner.is_done(r) for rs in runs.values() for r in rs)
+    assert all(execute.is_done(r) for rs in runs.values() for r in rs)
     record = read_json(slurm.record_path(grid))
     assert {v["phase"] for v in record.values()} == {"pretrained", "intermediate", "target", "evaluate"}
     jobs = {p: {v["job"] for v in record.values() if v["phase"] == p} for p in ("intermediate", "target", "evaluate")}
     assert {p: len(j) for p, j in jobs.items()} == {"intermediate": 2, "target": 2, "evaluate": 2}, jobs
     # through the hub: the cache's revisions were recorded, XNLI's hub dev selected the model
-    pre = read_json(runner.run_dir(runs["pretrained"][0]) / "metrics.json")["hub_revisions"]
+    pre = read_json(execute.run_dir(runs["pretrained"][0]) / "metrics.json")["hub_revisions"]
     assert pre["dataset facebook/xnli"] == hub_cache._sha("facebook/xnli")
     assert pre["model FacebookAI/xlm-roberta-large"] == hub_cache._sha("FacebookAI/xlm-roberta-large")
     sw = next(r for r in runs["intermediate"] if r.params["language"] == "sw")
-    assert read_json(runner.run_dir(sw) / "metrics.json").get("dev_score") is not None
+    assert read_json(execute.run_dir(sw) / "metrics.json").get("dev_score") is not None
     report = grid.report_path()
     assert (report / "index.html").is_file() and (report / "report.pdf").is_file()
     text = (report / "index.html").read_text()

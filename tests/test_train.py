@@ -11,7 +11,7 @@ from xfer.tasks import get_task
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from xfer import tracking
-from xfer.train import Shuffle, train
+from xfer.loop import Shuffle, train
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ Also evaluation sentences/s. `estimate_gpu_hours` turns a rate into GPU hours fo
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import math
 import platform
@@ -76,7 +75,7 @@ def _train_samples(params: dict, count) -> int:
 
 def estimate_gpu_hours(runs: dict, samples_per_second: float, count=None,
                        eval_samples_per_second: float | None = None) -> dict[str, float]:
-    """GPU hours per phase of planned runs (`xfer.runner.plan(...)[1]`), at a measured training rate.
+    """GPU hours per phase of planned runs (`xfer.grid.plan.plan(...)[1]`), at a measured training rate.
 
     count(task, lang, split) gives a corpus size when the params do not (size 'full' or null,
     evaluation files); by default it reads the data. Evaluation runs at `eval_samples_per_second`,
@@ -130,7 +129,7 @@ def describe_estimate(grid, runs) -> str:
 
 # The training loops compared, as knobs of one step. "xtreme_style" is the reference recipe (fp32,
 # pad to max length, full vocabulary, plain AdamW, eager attention); "before" is xfer's loop until
-# the hot-loop change; "xfer" is `xfer.train.train` with its defaults.
+# the hot-loop change; "xfer" is `xfer.loop.train` with its defaults.
 CPU_LOOPS = {
     "xtreme_style": dict(vocab="full", pad_to=MAX_LENGTH, group=False, rows="all", fused=False, precision="fp32"),
     "before": dict(vocab="trimmed", pad_to=None, group=False, rows="all", fused=False, precision="fp32"),
@@ -167,14 +166,15 @@ def pad_to(batch: dict, multiple: int | None, pad_id: int) -> dict:
 
 
 class Loop:
-    """One training loop's step (`xfer.train.train`'s: AdamW groups, autocast, clipping), taken one
+    """One training loop: its knobs (vocabulary, padding, length grouping, trained rows, fused AdamW,
+    precision, compile) around the very step that trains (`xfer.loop.train_step`), taken one step
     at a time, so the loops take turns and a change in the machine's load hits them all alike."""
 
     def __init__(self, model, features, pad_id, batch_size, vocab="trimmed", pad_to=None, group=True,
                  rows="used", fused=True, precision="auto", compile=False, **_):
         import torch
 
-        from xfer.train import Shuffle, adamw, train_rows
+        from xfer.loop import Shuffle, adamw, train_rows
 
         self.dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model = model.to(self.dev).train()
@@ -189,26 +189,24 @@ class Loop:
     def step(self) -> None:
         import torch
 
-        from xfer.tasks import get_task
-        from xfer.train import autocast
+        from xfer.loop import train_step
 
         chunk = [self.features[i] for i in self.shuffle(len(self.seconds))]
         if self.dev.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        batch = pad_to(get_task("udpos").collate(chunk, self.pad_id), self.pad, self.pad_id)
-        batch = {k: v.to(self.dev) for k, v in batch.items()}
-        with autocast(self.model, self.precision):
-            loss = self.forward(**batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-        self.opt.step()
-        self.opt.zero_grad(set_to_none=True)
-        loss.item()  # as train() does: waits for the device
+        out = train_step(self.model, [chunk], self.collate, self.opt, self.precision, self.forward)
+        if self.dev.type == "cuda":
+            torch.cuda.synchronize()  # the optimizer's step too, which train() waits for at its next loss
         self.seconds.append(time.perf_counter() - t0)
         if len(self.seconds) > WARMUP:
-            self.samples += len(chunk)
-            self.tokens += int(batch["attention_mask"].sum())  # real tokens, not padding
+            self.samples += out["examples"]
+            self.tokens += out["tokens"]  # real tokens, not padding
+
+    def collate(self, chunk: list[dict]) -> dict:
+        from xfer.tasks import get_task
+
+        return pad_to(get_task("udpos").collate(chunk, self.pad_id), self.pad, self.pad_id)
 
     def rates(self) -> dict:
         """Samples/s and real tokens/s over the timed steps (after WARMUP)."""
@@ -329,9 +327,10 @@ def run(params: str | Path, out_dir: Path, steps: int = STEPS, quick: bool = Fal
     import transformers
     from transformers import AutoModelForTokenClassification, XLMRobertaConfig
 
+    from xfer.data import data_token_ids
+    from xfer.grid.plan import plan
     from xfer.models import e5, load_tokenizer
     from xfer.models.vocab import apply_id_map, load_id_map, trim
-    from xfer.runner import data_token_ids, plan
     from xfer.tasks import get_task
 
     transformers.logging.set_verbosity_error()  # load reports of fresh heads are expected here
@@ -389,7 +388,7 @@ def run(params: str | Path, out_dir: Path, steps: int = STEPS, quick: bool = Fal
         eval_rate = len(evals) / (time.perf_counter() - t0)
         del built, model
         threads = kernels = None
-        if dev_type == "cpu" and not quick:  # warm kernels are a CPU machine's (xfer.runner.run_grid)
+        if dev_type == "cpu" and not quick:  # warm kernels are a CPU machine's (xfer.grid.local.run_grid)
             kernels = kernel_start_measurement()
             # the same model folder the workers load: layers cut by from_pretrained there too
             threads = threads_measurement(folders["trimmed"], layers, tok.pad_token_id, feats["xfer"], steps)
@@ -459,7 +458,8 @@ def gpu_check(out_dir: Path, params: Path, budget_s: float = 600) -> dict:
     import torch
 
     from xfer.paths import root, write_json
-    from xfer.runner import is_done, plan
+    from xfer.grid.execute import is_done
+    from xfer.grid.plan import plan
 
     if not torch.cuda.is_available():
         raise SystemExit("gpu-check: no CUDA device here; `make bench` measures this machine's CPU")

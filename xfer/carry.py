@@ -144,8 +144,9 @@ def pack(params_path: str | Path, dest_dir: str | Path, preset: int = 6) -> dict
     """Write into dest_dir what the study of params_path needs on a GPU machine; fail when it
     exceeds 64 MiB. Returns the manifest (sizes in bytes per part)."""
     from xfer.config import ConfigError
+    from xfer.data import data_token_ids
+    from xfer.grid.plan import plan
     from xfer.models import load_tokenizer
-    from xfer.runner import data_token_ids, plan
     from xfer.tasks import get_task
     from xfer.tasks.base import DataError
 

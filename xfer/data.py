@@ -109,3 +109,21 @@ def dev_task(params: dict):
             continue
     raise DataError(f"model selection (train.eval_every) needs a dev split in {params['language']!r} of "
                     f"{params.get('select_task') or params['task']} or {params['task']}; none found: unset eval_every")
+
+
+def data_token_ids(files: list, tokenizer):
+    """Ids of `tokenizer`, read off every (task, lang, split) file the study uses: the rows
+    vocabulary trimming keeps (and `xfer.carry` packs)."""
+    import numpy as np
+
+    ids = set()
+
+    def add(seq):  # a list of ids, or one list per choice / window
+        for x in seq:
+            add(x) if isinstance(x, (list, tuple)) else ids.add(int(x))
+
+    for task_name, lang, split in files:
+        task = get_task(task_name)
+        for f in task.encode(task.load(lang, split), tokenizer, 100_000):
+            add(f["input_ids"])
+    return np.array(sorted(ids), dtype=np.int64)

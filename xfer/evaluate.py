@@ -7,12 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from xfer.data import evaluation_set
+from xfer.loop import check_runner, device, set_threads
 from xfer.models import load_tokenizer
 from xfer.models.vocab import load_id_map
 from xfer.paths import read_json, write_json
 from xfer.record import write_metrics
 from xfer.tasks import get_task
-from xfer.train import check_runner, device, set_threads
 
 
 def zero_shot(params: dict, upstream: str | Path, run_dir: str | Path, max_length: int = 512) -> dict:
@@ -32,7 +32,7 @@ def zero_shot(params: dict, upstream: str | Path, run_dir: str | Path, max_lengt
                                   params.get("sample_seed", 0))
         scores[lang] = task.evaluate(model, examples, tokenizer, max_length, params["batch_size"], id_map)
         write_json(partial, scores)
-        unread = scores[lang].get("words_not_encoded")  # runner.RunLog carries it to the terminal line
+        unread = scores[lang].get("words_not_encoded")  # execute.RunLog carries it to the terminal line
         print(f"{lang}: {task.metric} {scores[lang]['score']:.1f} (n={len(examples)}"
               + (f", {unread} words not encoded" if unread else "") + ")", flush=True)
     metrics = {"task": task.name, "split": params["split"], "metric": task.metric, "scores": scores}

@@ -4,7 +4,7 @@ and transformers, instead of a fresh `python -m ipykernel_launcher` that imports
 Every run of a grid executes its phase notebook in a kernel of its own, and a fresh kernel spends
 about 4 s starting and importing torch, transformers and xfer before the first cell does any work
 (`make bench`: 4.2 s fresh, 0.6 s forked warm), a sixth of a small CPU run. A grid's worker
-process (`runner.run_grid`, on a machine without CUDA) therefore starts one `multiprocessing`
+process (`local.run_grid`, on a machine without CUDA) therefore starts one `multiprocessing`
 fork server with those modules preloaded, and each later kernel is a fork of it. The kernel is the ordinary ipykernel, started with the command line, environment and working
 folder jupyter_client prepared, and its stdout and stderr are the worker's (the run's log.txt);
 papermill and nbclient see a normal kernel. Only the way its process is made differs.
@@ -30,7 +30,7 @@ from traitlets import CaselessStrEnum
 # what a phase notebook imports anyway; a module that fails to import is skipped by the server
 PRELOAD = ["torch", "transformers", "transformers.modeling_utils", "transformers.models.bert.modeling_bert",
            "transformers.models.xlm_roberta.modeling_xlm_roberta", "tokenizers", "pandas", "ipykernel.kernelapp",
-           "xfer.train", "xfer.evaluate", "xfer.multitask", "xfer.runner"]
+           "xfer.loop", "xfer.train", "xfer.evaluate", "xfer.multitask", "xfer.runner"]
 LAUNCHER = ["-m", "ipykernel_launcher"]
 
 

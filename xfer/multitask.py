@@ -4,7 +4,7 @@ drawn from the tasks by a mixing distribution (the paper's multi-task intermedia
 A multi-task intermediate is named by joining task names with "+" (`mnli+squad+sst2`); the run
 params' optional `mixing` ("proportional", "uniform" or "temperature") and `temperature` choose
 the distribution. `train.finetune` builds the pieces with `phase` and runs them through the one
-training loop (`train.train`, with the mixer as its source of micro-batches); afterwards the
+training loop (`loop.train`, with the mixer as its source of micro-batches); afterwards the
 shared encoder is saved exactly as a single-task run's is."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from xfer.data import training_set
+from xfer.loop import Shuffle
 from xfer.tasks import get_task
-from xfer.train import Shuffle
 
 MIXINGS = ("proportional", "uniform", "temperature")
 

@@ -24,7 +24,7 @@ import pandas as pd
 from xfer.analysis import DEFINITIONS, fmt_size
 from xfer.config import run_id
 from xfer.figures import PRINT_WIDTH
-from xfer.paths import read_json, root, runs_dir, write_json
+from xfer.paths import read_json, root, runs_dir
 
 QUESTION = ("To what extent does the size of the non-English intermediate training corpus correlate with "
             "zero-shot performance degradation on low-resource target languages?")

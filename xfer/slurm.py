@@ -5,8 +5,8 @@ run, or `runs_per_job` of them one after another (a cluster schedules a thousand
 evaluations badly, and each job pays a fresh process); a failed run then also cancels what is
 built on the other runs of its job.
 
-A job runs exactly what the local runner runs (`runner.take`: the same papermill notebook in
-the same run folder); only where it runs differs. Jobs are requeued on preemption or timeout
+A job runs exactly what the local runner runs (`xfer.grid.execute.take`: the same papermill
+notebook in the same run folder); only where it runs differs. Jobs are requeued on preemption or timeout
 (submitit's checkpointing: the job runs under `srun`, which passes on the signal Slurm sends
 `signal_s` seconds before the time limit) and resume from the run's training state. A phase with
 more runs than the cluster's `MaxArraySize` goes as several arrays; a submission that fails
@@ -30,6 +30,7 @@ from pathlib import Path
 import submitit
 from filelock import FileLock
 
+from xfer.grid import execute, plan
 from xfer.paths import read_json, runs_dir, write_json
 
 ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED", "REQUEUE_HOLD",
@@ -45,8 +46,6 @@ class RunJob(submitit.helpers.Checkpointable):
     skipped, and a run picks up its training state."""
 
     def __call__(self, grid, runs, upstreams, registration=None) -> list[str]:
-        from xfer import runner
-
         os.environ["XFER_RUNNER_PID"] = str(os.getpid())  # the notebook kernels stop if this job dies
         if os.environ.get("SLURM_CPUS_PER_TASK") and not os.environ.get("XFER_THREADS"):
             # torch threads = the job's CPUs, not every core of the node: where Slurm does not bind
@@ -56,15 +55,15 @@ class RunJob(submitit.helpers.Checkpointable):
             import torch
 
             if not torch.cuda.is_available():  # as run_grid's workers: warm kernels on CPU nodes only
-                runner.KERNEL_MANAGER = "xfer.kernel.WarmKernelManager"
+                execute.KERNEL_MANAGER = "xfer.kernel.WarmKernelManager"
         failed = []
         for run, upstream in zip(runs, upstreams):
             label = f"{run.phase} {run.id} (Slurm job {os.environ.get('SLURM_JOB_ID', '?')})"
-            outcome, err = runner.take(grid, run, upstream, label, full=True, registration=registration)
+            outcome, err = execute.take(grid, run, upstream, label, full=True, registration=registration)
             if outcome == "busy":  # a local worker or a duplicate job has it: its result is ours
-                runner.Lock(runner.run_dir(run)).wait(runner.lock_timeout())
-            if not runner.is_done(run):  # the job fails: Slurm then cancels the jobs built on it
-                failed.append(f"{run.phase} run {run.id} failed: {(err or {}).get('error') or runner.state(run)}")
+                execute.Lock(execute.run_dir(run)).wait(execute.lock_timeout())
+            if not execute.is_done(run):  # the job fails: Slurm then cancels the jobs built on it
+                failed.append(f"{run.phase} run {run.id} failed: {(err or {}).get('error') or execute.state(run)}")
         if failed:
             raise RuntimeError("; ".join(failed))
         return [r.id for r in runs]
@@ -126,12 +125,11 @@ def submit(params: str | Path, overrides: list[str] = ()) -> dict[str, dict]:
     of what it submitted. What is done is decided here, before submitting, from the run folders;
     a run whose recorded job is still pending or running is joined, not submitted again (its
     downstream jobs wait on that job), so a second call submits nothing."""
-    from xfer import runner
     from xfer.report import preregister
 
-    grid, runs = runner.plan(params, overrides)
+    grid, runs = plan.plan(params, overrides)
     # the analysis plan, fixed before the first job starts (as the local runner does)
-    reg = preregister(grid, runs["pretrained"][0].id, sum(runner.is_done(r) for r in runs["evaluate"]),
+    reg = preregister(grid, runs["pretrained"][0].id, sum(execute.is_done(r) for r in runs["evaluate"]),
                       len(runs["evaluate"]))
     registration = None if "problem" in reg else {"hash": reg["hash"], "time": reg["time"]}
     record_path(grid).parent.mkdir(parents=True, exist_ok=True)
@@ -140,8 +138,8 @@ def submit(params: str | Path, overrides: list[str] = ()) -> dict[str, dict]:
         states = job_states([v["job"] for v in record.values()])
         queued = {rid: v["job"] for rid, v in record.items() if states.get(v["job"], ("",))[0] in ACTIVE}
         by_id = {r.id: r for rs in runs.values() for r in rs}
-        todo = {phase: [r for r in runs[phase] if r.id not in queued and not runner.is_done(r)]
-                for phase in runner.PHASES}
+        todo = {phase: [r for r in runs[phase] if r.id not in queued and not execute.is_done(r)]
+                for phase in plan.PHASES}
         limits = cluster_limits()
         todo = {phase: packs(pending, grid.executor.resources(phase).runs_per_job) for phase, pending in todo.items()}
         n = sum(map(len, todo.values()))
@@ -219,13 +217,11 @@ def status(params: str | Path, overrides: list[str] = ()) -> dict[str, dict[str,
     file is damaged) the runs on record are reported, from their folders and Slurm, with a note."""
     from types import SimpleNamespace
 
-    from xfer import record as records
-    from xfer import runner
     from xfer.config import ConfigError, load_grid
 
     try:
-        grid, runs = runner.plan(params, overrides)
-        planned = [SimpleNamespace(phase=r.phase, id=r.id) for p in runner.PHASES for r in runs[p]]
+        grid, runs = plan.plan(params, overrides)
+        planned = [SimpleNamespace(phase=r.phase, id=r.id) for p in plan.PHASES for r in runs[p]]
         record = read_json(record_path(grid)) if record_path(grid).exists() else {}
     except ConfigError as e:
         grid = load_grid(params, overrides)
@@ -237,21 +233,15 @@ def status(params: str | Path, overrides: list[str] = ()) -> dict[str, dict[str,
         planned = [SimpleNamespace(phase=v["phase"], id=rid) for rid, v in record.items()]
     states = job_states([v["job"] for v in record.values()])
     table = {phase: {k: [] for k in ("done", "running", "pending", "failed", "not submitted")}
-             for phase in runner.PHASES}
+             for phase in plan.PHASES}
     for run in planned:
         folder, sub = runs_dir() / run.phase / run.id, record.get(run.id)
         state, reason = states.get(sub["job"], ("UNKNOWN", "")) if sub else ("", "")
-        if records.problem(folder, runner.REQUIRED[run.phase]) is None:
-            key = "done"
-        elif state in ACTIVE:
-            key = "running" if state == "RUNNING" else "pending"
-        elif sub:  # its job ended and the run is not done: a failure, in Slurm's words too
-            key = "failed"
+        job = None if not sub else "running" if state == "RUNNING" else "pending" if state in ACTIVE else "ended"
+        key = execute.classify(run, job)
+        if key == "failed" and sub:  # its job ended and the run is not done: a failure, in Slurm's words too
             _record_failure(run, folder, sub["job"], state, reason)
-        elif (folder / "error.json").exists():
-            key = "failed"
-        else:
-            key = "not submitted"
+        key = "not submitted" if key == "to run" else key
         table[run.phase][key].append((run.id, sub["job"] if sub else "", str(folder / "notebook.ipynb")))
     return table
 
@@ -311,7 +301,6 @@ def wait(params: str | Path, overrides: list[str] = (), poll: float = 10.0, time
 def describe_plan(grid, runs: dict) -> str:
     """What `submit` would send: one array per phase (runs not done), its resources and its
     dependency, as `make plan` prints it for a grid whose executor is slurm."""
-    from xfer import runner
 
     by_id = {r.id: r for rs in runs.values() for r in rs}
     try:
@@ -320,8 +309,8 @@ def describe_plan(grid, runs: dict) -> str:
         limits, said = {"MaxArraySize": 1001}, "Slurm's default"
     lines = ["  Slurm submission (job arrays per phase of at most MaxArraySize "
              f"{limits['MaxArraySize']}, {said}; each job afterok its own upstream jobs):"]
-    for phase in runner.PHASES:
-        pending = [r for r in runs[phase] if not runner.is_done(r)]
+    for phase in plan.PHASES:
+        pending = [r for r in runs[phase] if not execute.is_done(r)]
         if not pending:
             continue
         res = grid.executor.resources(phase)

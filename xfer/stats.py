@@ -569,7 +569,7 @@ def _cost_line(grid, runs: dict, cost: list[pd.DataFrame], n_max: int, hours: fl
 def measured_run_sd(grid) -> dict:
     """Per target task: the run SD measured on finished results of the same model (any results folder
     under report/ whose grid.json has this model), pooled over folders, with its df and where from."""
-    from xfer.paths import read_json, root
+    from xfer.paths import root
 
     model = grid.model.model_dump(mode="json")
     folders = {grid.report_path(), *(p.parent for p in (root() / "report").glob("*/grid.json"))}

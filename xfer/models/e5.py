@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from xfer.models.assets import E5_SMALL_Q4, XLMR_TOKENIZER, fetch, sha256_file
-from xfer.paths import cache_dir, read_json, replace_dir, write_json
+from xfer.paths import cache_dir, read_json, replace_dir, write_json, writing
 
 NAME = "multilingual-e5-small"
 DESCRIPTION = "intfloat/multilingual-e5-small, 4-bit Q4_0 dequantised; a stand-in for XLM-R, not XLM-R"
@@ -191,7 +191,7 @@ def save(model, m, tok_file: Path, dst: Path, id_map=None, **source) -> Path:
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}."))
     tmp.chmod(0o755)  # mkdtemp's 0700 would hide a shared cache from other users
-    try:
+    with writing(tmp):  # a failure removes the half-written folder
         model.save_pretrained(tmp)
         tok = PreTrainedTokenizerFast(tokenizer_file=str(tok_file), model_max_length=m.hparams["MAXP"], **SPECIALS)
         tok.save_pretrained(tmp)
@@ -207,9 +207,6 @@ def save(model, m, tok_file: Path, dst: Path, id_map=None, **source) -> Path:
         })
         (tmp / "model.safetensors.sha256").write_text(sha256_file(tmp / "model.safetensors") + "\n")
         replace_dir(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return dst
 
 

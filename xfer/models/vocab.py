@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from xfer.paths import read_json, replace_dir, write_json
+from xfer.paths import read_json, replace_dir, write_json, writing
 
 ID_MAP = "id_map.npy"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
@@ -90,7 +90,7 @@ def trim(src: Path, dst: Path, keep_ids) -> Path:
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}."))
     tmp.chmod(0o755)
-    try:
+    with writing(tmp):  # a failure removes the half-written folder
         model.save_pretrained(tmp)
         for name in TOKENIZER_FILES:
             if (src / name).exists():
@@ -100,7 +100,4 @@ def trim(src: Path, dst: Path, keep_ids) -> Path:
         source["vocab_trim"] = {"from": str(src), "rows": len(keep), "original_vocab": len(new_map)}
         write_json(tmp / "xfer_source.json", source)
         replace_dir(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return dst

@@ -122,6 +122,12 @@ class Task:
             raise DataError(f"task {self.name!r}: the {split!r} split carries no labels in the local files; "
                             f"use one of: {', '.join(labelled)}, or read the hub (XFER_DATA_DIR=hub)")
 
+    def check_language(self, lang: str) -> None:
+        """A corpus whose file template names no language has only its own (`languages_hint`)."""
+        if "{lang}" not in self.local and lang not in self.languages_hint:  # a one-language corpus
+            raise DataError(f"task {self.name!r} is a {'/'.join(self.languages_hint)} corpus; "
+                            f"there is no {lang!r} version")
+
     def load(self, lang: str, split: str) -> list[dict]:
         """Examples of one language and split: local files when a data folder is set, else the hub."""
         self.check_split(split)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from xfer.loop import autocast, device_of
 from xfer.paths import data_dir
 from xfer.tasks.base import DataError, Task, language_name, open_utf8, pad, xtreme_languages
 
@@ -113,11 +114,6 @@ class FileTask(Task):
 
     def hub_split(self, split: str) -> str:
         return dict(self.hub_splits).get(split) or super().hub_split(split)
-
-    def check_language(self, lang: str) -> None:
-        if "{lang}" not in self.local and lang not in self.languages_hint:
-            raise DataError(f"task {self.name!r} is a {'/'.join(self.languages_hint)} corpus; "
-                            f"there is no {lang!r} version")
 
     def path(self, lang: str, split: str) -> Path:
         self.check_language(lang)
@@ -226,8 +222,6 @@ class ClassificationTask(FileTask):
 
 def predict(task: Task, model, features: list[dict], tokenizer, batch_size: int) -> list[int]:
     """Arg-max class (or choice) per feature, batching similar lengths together."""
-    from xfer.train import autocast, device_of
-
     def length(f):
         ids = f["input_ids"]
         return max(map(len, ids)) if ids and isinstance(ids[0], list) else len(ids)

@@ -8,7 +8,6 @@ scored with the benchmark's own EM / F1 (SQuAD v1.1's normalisation, or MLQA's f
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import string
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from xfer.loop import autocast, device_of
 from xfer.tasks.base import DataError, Task, language_name, pad, read_json
 
 log = logging.getLogger(__name__)
@@ -251,8 +251,6 @@ class QATask(Task):
 
     @torch.inference_mode()
     def evaluate(self, model, examples, tokenizer, max_length, batch_size, id_map=None):
-        from xfer.train import autocast, device_of
-
         features, status = self.windows(examples, tokenizer, max_length, id_map)
         order = np.argsort([len(f["input_ids"]) for f in features], kind="stable")
         span_score = np.full(len(features), -np.inf)

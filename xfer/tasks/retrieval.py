@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from xfer.loop import autocast, device_of
 from xfer.paths import data_dir, package_file, root
 from xfer.tasks.base import DataError, Task, open_utf8, pad, read_json
 
@@ -51,8 +52,6 @@ def embed(model, features: list[dict], pad_id: int, batch_size: int, layer: int 
           pooling: str = "mean") -> torch.Tensor:
     """L2-normalised sentence vectors (CPU, float32) from hidden layer `layer` (0 = embeddings;
     default: the middle one), mean-pooled over real tokens or taken at the first token ("cls")."""
-    from xfer.train import autocast, device_of
-
     if layer is None:
         layer = model.config.num_hidden_layers // 2
     model.eval()

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from xfer.loop import autocast, device_of
 from xfer.paths import data_dir
 from xfer.tasks.base import DataError, Task, open_utf8, pad
 
@@ -120,11 +121,6 @@ class TaggingTask(Task):
             tags = sorted({t for ex in self.read_hub(lang, "train") for t in ex["tags"]})
         return (*[t for t in tags if t != self.unk_label], self.unk_label)
 
-    def check_language(self, lang: str) -> None:
-        if "{lang}" not in self.local and lang not in self.languages_hint:  # a one-language corpus
-            raise DataError(f"task {self.name!r} is a {'/'.join(self.languages_hint)} corpus; "
-                            f"there is no {lang!r} version")
-
     def path(self, lang: str, split: str) -> Path:
         self.check_language(lang)
         return super().path(lang, split)
@@ -215,8 +211,6 @@ class TaggingTask(Task):
 
     @torch.inference_mode()
     def evaluate(self, model, examples, tokenizer, max_length, batch_size, id_map=None):
-        from xfer.train import autocast, device_of
-
         pieces, spans = self.windows(examples, tokenizer, max_length)
         features = self.encode(pieces, tokenizer, max_length, id_map)
         names = self.label_set()
