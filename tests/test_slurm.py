@@ -10,7 +10,7 @@ import time
 import pytest
 import slurm_cluster
 
-from xfer import slurm
+from xfer.grid import slurm
 from xfer.grid import collect, execute, local, plan
 from xfer.paths import read_json, runs_dir
 

@@ -16,7 +16,8 @@ import time
 import pytest
 import slurm_cluster
 
-from xfer import runner, slurm
+from xfer import runner
+from xfer.grid import slurm
 from xfer.grid import collect, execute, local, plan
 from xfer.paths import read_json
 

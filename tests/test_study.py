@@ -29,7 +29,8 @@ import pytest
 import slurm_cluster
 
 import hub_cache
-from xfer import runner, slurm
+from xfer import runner
+from xfer.grid import slurm
 from xfer.grid import execute, plan
 from xfer.paths import read_json, root, runs_dir
 

@@ -15,7 +15,7 @@ and the command exits 1. Usage:
 This module is the command (`main`, one small function per output) and the defaults of a phase
 notebook opened by hand (`interactive`): the ways a person starts the grid. The grid itself is
 `xfer.grid`: plan (validate and expand), execute (one run), local (the local scheduler), collect
-(results and report); `xfer.slurm` is the Slurm executor.
+(results and report); `xfer.grid.slurm` is the Slurm executor.
 """
 
 from __future__ import annotations
@@ -166,7 +166,7 @@ def main(argv=None):
         args.overrides.append(f"executor.jobs={args.jobs}")
     try:
         if args.command == "status" and args.executor != "local":
-            from xfer import slurm as cluster
+            from xfer.grid import slurm as cluster
 
             if cluster.on_record(args.params, args.overrides):  # Slurm jobs on record: no EXECUTOR flag needed
                 print(cluster.describe(cluster.status(args.params, args.overrides)))
@@ -206,12 +206,12 @@ def main(argv=None):
         if longest := longest_sentences(runs):
             print(longest, flush=True)
         if slurm:
-            from xfer.slurm import describe_plan
+            from xfer.grid.slurm import describe_plan
 
             print(describe_plan(grid, runs), flush=True)
     error = None
     if args.command in ("run", "all") and slurm:
-        from xfer import slurm as cluster
+        from xfer.grid import slurm as cluster
 
         try:
             submitted = cluster.submit(args.params, args.overrides)

@@ -5,4 +5,4 @@
     local    the local scheduler: worker processes, warm kernels, progress; looks of a sequential design
     collect  results tables, lineage, provenance, failures; the report
 
-`xfer.slurm` executes the same runs on a Slurm cluster and `xfer.runner` is the `xfer` command."""
+`xfer.grid.slurm` executes the same runs on a Slurm cluster and `xfer.runner` is the `xfer` command."""

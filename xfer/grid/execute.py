@@ -1,5 +1,5 @@
 """Execute one run, the same whoever schedules it (the local workers of `xfer.grid.local`, a Slurm
-job of `xfer.slurm`): take its lock, log it, run its phase notebook with papermill (the pretrained
+job of `xfer.grid.slurm`): take its lock, log it, run its phase notebook with papermill (the pretrained
 step in-process), verify it, and move a corrupt run folder aside.
 
 Every run lives in `runs/<phase>/<id>/` (params.json, notebook.ipynb, metrics.json, checkpoint/).

@@ -1,6 +1,6 @@
 """Plan a grid: validate a params file against the data (every local file it reads is read here,
 once, so a bad line stops the grid before any training) and expand it into runs with their ids,
-by phase. What the executors (`xfer.grid.local`, `xfer.slurm`), the collector and the report run on."""
+by phase. What the executors (`xfer.grid.local`, `xfer.grid.slurm`), the collector and the report run on."""
 
 from __future__ import annotations
 
