@@ -86,6 +86,13 @@ def lock_timeout() -> float:
     return seconds
 
 
+
+def say(line: str) -> None:
+    """A line on the terminal in one write: workers print at once, and print()'s text and its
+    newline are two writes when stdout is unbuffered (PYTHONUNBUFFERED), so two lines could mix."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
 class Lock:
     """One worker per run, so several `make run` processes (or cluster jobs sharing the runs
     folder) can work through one grid. An OS file lock (`filelock`): the system drops it when its
@@ -161,7 +168,7 @@ class RunLog:
         os.close(self.saved)
         self.file.close()
         if self.scores:  # one line per run, so runs going at once do not mix their languages
-            print(f"    {self.run_id} {self.metric}: {', '.join(self.scores)}", flush=True)
+            say(f"    {self.run_id} {self.metric}: {', '.join(self.scores)}")
 
 
 def move_aside(folder: Path) -> Path:
@@ -248,15 +255,15 @@ def take(grid: Grid, run: Run, upstream: Run | None, label: str, full: bool = Fa
         return "done", None
     lock = Lock(folder)
     if not lock.acquire():
-        print(f"{label}: another worker holds it ({lock.path}); coming back to it at the end", flush=True)
+        say(f"{label}: another worker holds it ({lock.path}); coming back to it at the end")
         return "busy", None
     try:
         why = state(run, full)  # again under the lock: another worker may have just finished it
         if why is None:
             return "done", None
         if why != "not run":
-            print(f"{label}: corrupt ({why}); moved to {move_aside(folder).name}, rerunning", flush=True)
-        print(f"{label}: running{note}", flush=True)
+            say(f"{label}: corrupt ({why}); moved to {move_aside(folder).name}, rerunning")
+        say(f"{label}: running{note}")
         t0 = time.time()
         try:
             with RunLog(folder) as log:
@@ -265,7 +272,7 @@ def take(grid: Grid, run: Run, upstream: Run | None, label: str, full: bool = Fa
                 else:
                     execute(run, checkpoint(upstream), log, registration)
             (folder / "error.json").unlink(missing_ok=True)
-            print(f"{label}: done in {time.time() - t0:.0f}s", flush=True)
+            say(f"{label}: done in {time.time() - t0:.0f}s")
             return "ran", None
         except Exception as e:  # noqa: BLE001 - a failed run must not stop the grid
             if runner_gone():  # the runner's kill broke the run, not a fault of its own: record nothing
@@ -282,7 +289,7 @@ def take(grid: Grid, run: Run, upstream: Run | None, label: str, full: bool = Fa
                         if w.errno in (errno.ENOSPC, errno.EDQUOT) else "")  # space only when it is the reason
                 raise GridStopped(f"{run.phase} run {run.id} failed and its error record cannot be written to "
                                   f"{folder} ({w.strerror or w}{free}); the grid stops") from None
-            print(f"{label}: FAILED ({err['error'][:300]}); see {folder}", flush=True)
+            say(f"{label}: FAILED ({err['error'][:300]}); see {folder}")
             return "failed", err
     finally:
         lock.release()

@@ -17,7 +17,7 @@ from pathlib import Path
 from xfer.config import Grid, Run, select_seeds
 from xfer.grid import execute
 from xfer.grid.collect import collect
-from xfer.grid.execute import Lock, is_done, lock_timeout, run_dir, take
+from xfer.grid.execute import Lock, is_done, lock_timeout, run_dir, say, take
 from xfer.grid.plan import PHASES, plan
 from xfer.paths import runs_dir
 
@@ -93,8 +93,8 @@ def run_grid(path: str | Path, phases=PHASES, overrides: list[str] = (), jobs: i
                 label = f"[{i}/{total}] {phase} {run.id}"
                 why = f"upstream run {run.upstream} did not finish"
                 if up is not None and up.id not in failed and not is_done(up) and not Lock(run_dir(up)).wait(0):
-                    print(f"{label}: waiting for another worker to finish upstream {up.id} "
-                          f"(up to {wait_s:.0f}s, XFER_LOCK_TIMEOUT)", flush=True)
+                    say(f"{label}: waiting for another worker to finish upstream {up.id} "
+                        f"(up to {wait_s:.0f}s, XFER_LOCK_TIMEOUT)")
                     if not Lock(run_dir(up)).wait(wait_s):
                         why = f"upstream run {up.id} still held by another worker after {wait_s:.0f}s (XFER_LOCK_TIMEOUT)"
                 if up is not None and (up.id in failed or not is_done(up)):
@@ -102,7 +102,7 @@ def run_grid(path: str | Path, phases=PHASES, overrides: list[str] = (), jobs: i
                     counts["skipped"] += 1
                     left[phase] -= 1
                     todo.discard(run.id)
-                    print(f"{label}: skipped, {why}", flush=True)
+                    say(f"{label}: skipped, {why}")
                     continue
                 note = progress(counts["done"] + counts["ran"] + counts["failed"] + counts["skipped"], total,
                                 started, took, left, jobs)
@@ -119,7 +119,7 @@ def run_grid(path: str | Path, phases=PHASES, overrides: list[str] = (), jobs: i
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     for run, label in busy:  # the other worker's runs are part of this grid too: it is done when they are
-        print(f"{label}: waiting for the other worker (up to {wait_s:.0f}s, XFER_LOCK_TIMEOUT)", flush=True)
+        say(f"{label}: waiting for the other worker (up to {wait_s:.0f}s, XFER_LOCK_TIMEOUT)")
         Lock(run_dir(run)).wait(wait_s)
         counts["done" if is_done(run) else "failed" if (run_dir(run) / "error.json").exists() else "skipped"] += 1
     print(f"grid {grid.name}: {counts}", flush=True)
