@@ -4,7 +4,7 @@ a diverged run fails loudly, stops its downstream and makes the exit code non-ze
 (a real tmpfs) stops the grid in one line with nothing half-written; a copied or moved runs
 folder is complete without recomputing; a second worker waits for an upstream another one holds.
 
-One finished grid is shared (module fixture); each test works on its own copy of its runs folder."""
+One finished grid is shared (the session's, conftest.py); each test works on its own copy of its runs folder."""
 
 import io
 import json
@@ -55,16 +55,13 @@ def output_in_tmp(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def baseline(tmp_path_factory, data):
-    """The micro grid run once, undisturbed: its runs folder and its results.csv bytes."""
-    folder = tmp_path_factory.mktemp("baseline")
+def baseline(finished_micro):
+    """The micro grid as it finished undisturbed (the session's real run, conftest.py): its runs
+    folder and its results.csv bytes. Tests change only their own copies of it (`grid`)."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("XFER_RUNS", str(folder / "runs"))
-        path = micro(folder)
-        counts = runner.run_grid(path)
-        assert counts == {"done": 0, "ran": 6, "failed": 0, "skipped": 0}
-        results = (runner.collect(path) / "results.csv").read_bytes()
-    return folder / "runs", results
+        mp.setenv("XFER_RUNS", str(finished_micro.runs))
+        results = (runner.collect(finished_micro.path) / "results.csv").read_bytes()
+    return finished_micro.runs, results
 
 
 @pytest.fixture
