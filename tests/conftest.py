@@ -1,12 +1,14 @@
+import os
+import subprocess
+import sys
 import textwrap
+from types import SimpleNamespace
 
 import pytest
-import torch
 
-from xfer.config import ModelConfig, TrainConfig
+from xfer.config import ModelConfig
 from xfer.models import build_scratch, load_tokenizer
-from xfer.paths import data_dir
-from xfer.loop import train
+from xfer.paths import data_dir, root
 
 
 @pytest.fixture(scope="session")
@@ -57,18 +59,26 @@ def micro_grid(tmp_path, monkeypatch, data):
     return make
 
 
+@pytest.fixture(scope="session")
+def finished_micro(tmp_path_factory, data):
+    """The micro grid run once for the whole session, as a user runs it: `xfer run -j 2` in a process
+    of its own, a real papermill grid (two workers, warm kernels). Its folder, params file, runs
+    folder and terminal output; tests/test_runner.py checks this run, and tests that change runs
+    work on a copy of its runs folder (tests/test_faults.py)."""
+    folder = tmp_path_factory.mktemp("finished-micro")
+    path = folder / "micro.yaml"
+    path.write_text(textwrap.dedent(MICRO.format(report=folder / "report", steps=4)))
+    env = {k: v for k, v in os.environ.items() if k != "XFER_THREADS"}  # the runner picks cores // jobs
+    env.update(XFER_RUNS=str(folder / "runs"), XFER_OUTPUT=str(folder))
+    proc = subprocess.run([sys.executable, "-m", "xfer.runner", "run", str(path), "-j", "2"], cwd=root(), env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout
+    return SimpleNamespace(folder=folder, path=path, runs=folder / "runs", stdout=proc.stdout)
+
+
 @pytest.fixture(scope="module")
 def scratch(tmp_path_factory):
     """A tiny random encoder with the real XLM-R tokenizer."""
     folder = build_scratch(ModelConfig(source="scratch", name="t"), tmp_path_factory.mktemp("m"))
     return folder, load_tokenizer(folder)
 
-
-def fit(task, model, features, pad_id) -> list[float]:
-    """Ten full-batch steps on the head and layers (embeddings frozen, no dropout: fast, deterministic)."""
-    model.get_input_embeddings().requires_grad_(False)
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0
-    cfg = TrainConfig(lr=3e-3, batch_size=len(features), max_steps=10, warmup_ratio=0.0, weight_decay=0.0)
-    return train(model, features, lambda f: task.collate(f, pad_id), cfg, seed=0, progress=False)["losses"]

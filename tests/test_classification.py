@@ -1,19 +1,16 @@
 """Sentence classification on the real release files: counts, label sets, the refusals, the
-metric, and one tiny train/evaluate round trip on a scratch encoder."""
+and the metric (training and evaluation: the task contract, tests/test_tasks.py)."""
 
 from __future__ import annotations
 
 import collections
 import dataclasses
 
-import numpy as np
 import pytest
-import torch
 
 from xfer.paths import data_dir
 from xfer.tasks.base import DataError
 from xfer.tasks.classification import CLASSIFICATION_TASKS, NLI, XNLI_LANGS, accuracy, keep_labelled
-from conftest import fit
 
 TASKS = {t.name: t for t in CLASSIFICATION_TASKS}
 pytestmark = pytest.mark.skipif(data_dir() is None, reason="needs the unpacked benchmark files (data/raw)")
@@ -157,21 +154,3 @@ def test_accuracy_by_hand():
     assert accuracy([0, 0, 0], [0, 1, 1]) == pytest.approx(100 / 3)
     with pytest.raises(ValueError):
         accuracy([0, 1], [0])
-
-
-@pytest.mark.parametrize("name, lang", [("xnli", "en"), ("sst2", "en")])
-def test_train_steps_lower_loss_and_evaluate_scores(scratch, name, lang):
-    folder, tokenizer = scratch
-    task = TASKS[name]
-    examples = task.load(lang, "dev")[:8]
-    features = task.encode(examples, tokenizer, max_length=48)
-    identity = np.arange(len(tokenizer))  # a trimmed vocabulary keeping every id changes nothing
-    assert task.encode(examples, tokenizer, max_length=48, id_map=identity) == features
-    batch = task.collate(features, tokenizer.pad_token_id)
-    assert batch["input_ids"].shape == batch["attention_mask"].shape and batch["labels"].shape == (8,)
-    torch.manual_seed(0)
-    model = task.build_model(folder)
-    losses = fit(task, model, features, tokenizer.pad_token_id)
-    assert losses[-1] < losses[0]
-    result = task.evaluate(model, task.load(lang, "dev")[:24], tokenizer, max_length=48, batch_size=16)
-    assert 0 <= result["score"] <= 100 and result["n_examples"] == 24

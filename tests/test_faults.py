@@ -4,7 +4,7 @@ a diverged run fails loudly, stops its downstream and makes the exit code non-ze
 (a real tmpfs) stops the grid in one line with nothing half-written; a copied or moved runs
 folder is complete without recomputing; a second worker waits for an upstream another one holds.
 
-One finished grid is shared (module fixture); each test works on its own copy of its runs folder."""
+One finished grid is shared (the session's, conftest.py); each test works on its own copy of its runs folder."""
 
 import io
 import json
@@ -16,6 +16,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -56,16 +57,13 @@ def output_in_tmp(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def baseline(tmp_path_factory, data):
-    """The micro grid run once, undisturbed: its runs folder and its results.csv bytes."""
-    folder = tmp_path_factory.mktemp("baseline")
+def baseline(finished_micro):
+    """The micro grid as it finished undisturbed (the session's real run, conftest.py): its runs
+    folder and its results.csv bytes. Tests change only their own copies of it (`grid`)."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("XFER_RUNS", str(folder / "runs"))
-        path = micro(folder)
-        counts = local.run_grid(path)
-        assert counts == {"done": 0, "ran": 6, "failed": 0, "skipped": 0}
-        results = (collect.collect(path) / "results.csv").read_bytes()
-    return folder / "runs", results
+        mp.setenv("XFER_RUNS", str(finished_micro.runs))
+        results = (collect.collect(finished_micro.path) / "results.csv").read_bytes()
+    return finished_micro.runs, results
 
 
 @pytest.fixture
@@ -498,18 +496,29 @@ def xfer(args, env=None, prefix=(), **kw):
                           text=True, env={**os.environ, **(env or {})}, timeout=600, **kw)
 
 
-def test_bad_settings_stop_at_once_in_one_line(grid, tmp_path):
+def test_bad_settings_stop_at_once_in_one_line(grid, tmp_path, capsys, monkeypatch):
     """A setting from the environment, an overlong folder name and a grid too large to plan:
-    one line naming the setting and what is allowed, exit 2, before any data is read."""
+    one line naming the setting and what is allowed, exit 2, before any data is read. In this
+    process (`runner.main`, as the `xfer` command calls it): what is checked is the message, not
+    the process."""
     path, _ = grid
-    bad = xfer(["plan", str(path)], {"XFER_LOCK_TIMEOUT": "abc"})
+
+    def plan(*args, env=None):
+        with monkeypatch.context() as mp:
+            for k, v in (env or {}).items():
+                mp.setenv(k, v)
+            code = runner.main(["plan", str(path), *args])
+        out, err = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=out, stderr=err)
+
+    bad = plan(env={"XFER_LOCK_TIMEOUT": "abc"})
     assert bad.returncode == 2 and "XFER_LOCK_TIMEOUT='abc' is not a number" in one_error_line(bad)
-    bad = xfer(["plan", str(path), "--set", f"report_dir={tmp_path / ('r' * 300)}"])
+    bad = plan("--set", f"report_dir={tmp_path / ('r' * 300)}")
     assert bad.returncode == 2 and "is 300 bytes long; allowed: names of at most 255" in one_error_line(bad)
     t0 = time.time()
-    bad = xfer(["plan", str(path), "--set", f"seeds=[{', '.join(map(str, range(1, 10_001)))}]"])
+    bad = plan("--set", f"seeds=[{', '.join(map(str, range(1, 10_001)))}]")
     assert bad.returncode == 2 and "runs (10000 seeds); allowed: at most 20,000" in one_error_line(bad)
-    assert time.time() - t0 < 60  # the import of xfer and the parse of 10,000 seeds; 12 min before
+    assert time.time() - t0 < 60  # the parse of 10,000 seeds; 12 min before
 
 
 def without_dac(cmd: str) -> list[str]:

@@ -1,6 +1,8 @@
 """Every preset validates and expands without training: the local ones against the files here,
 the hub grids (paper, study) against the project's language metadata, as `make plan` shows them."""
 
+import collections
+
 import pytest
 
 from xfer.paths import root
@@ -15,9 +17,16 @@ HUB = ["paper", "study"]
 def test_local_presets_expand(name, data):
     grid, runs = plan(root() / "params" / f"{name}.yaml")
     assert runs["evaluate"], name
-    # every target of every grid point is evaluated, and the baseline is there for every seed
-    baselines = [r for r in runs["target"] + runs["evaluate"] if r.upstream == runs["pretrained"][0].id]
-    assert {r.params.get("seed") for r in baselines if r.phase == "target"} >= set(grid.seeds) or not runs["target"]
+    # every target run is evaluated once, and a target without training (retrieval) scores every encoder
+    evaluated = collections.Counter(r.upstream for r in runs["evaluate"])
+    untrained = sum(t.train is None for t in grid.targets)
+    assert [evaluated[r.id] for r in runs["target"]] == [1] * len(runs["target"]), name
+    assert [evaluated[r.id] for r in runs["pretrained"] + runs["intermediate"]] == \
+        [untrained] * (len(runs["pretrained"]) + len(runs["intermediate"])), name
+    assert sum(evaluated.values()) == len(runs["evaluate"])  # nothing evaluated but these
+    # the baseline (the pretrained encoder) is trained on every trained target for every seed
+    baselines = {(r.params["task"], r.params["seed"]) for r in runs["target"] if r.upstream == runs["pretrained"][0].id}
+    assert baselines == {(t.trained_on, s) for t in grid.targets if t.train is not None for s in grid.seeds}, name
 
 
 # The data as a reproducer of the paper has it: every task from the hub but BUCC, whose hub copy lacks
