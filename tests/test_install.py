@@ -2,9 +2,7 @@
 requirements, a project in a folder outside the checkout (`xfer init`, a preset by name, a
 one-seed smoke grid to a rendered report), and nothing written inside the installed package.
 
-Minutes (the venv alone is 70-90 s from pip's cache), and nothing in it can be shortened without
-dropping its point (a fresh venv from the pinned requirements): `make test-long` runs it, `make test`
-(`-m "not long"`) leaves it out, as `pytest -m "not install"` does."""
+Minutes (the venv alone is 70-90 s from pip's cache): `pytest -m "not install"` leaves it out."""
 
 import os
 import shutil
@@ -17,7 +15,7 @@ import pytest
 from xfer.models.assets import XLMR_TOKENIZER, fetch
 from xfer.paths import checkout, data_dir
 
-pytestmark = [pytest.mark.install, pytest.mark.long]
+pytestmark = pytest.mark.install
 
 # the smallest grid of the smoke preset that still has every phase, a baseline and a report
 SMALL = ["seeds=[1]", "intermediate.sizes=[0,100]", "intermediate.languages=[sw]", "evaluate.languages=[en,yo,wo]",
