@@ -69,11 +69,6 @@ class RunJob(submitit.helpers.Checkpointable):
         return [r.id for r in runs]
 
 
-def packs(runs: list, per_job: int) -> list[list]:
-    """A phase's runs as the jobs that run them, `per_job` runs each, in plan order."""
-    return [runs[i:i + per_job] for i in range(0, len(runs), per_job)]
-
-
 def record_path(grid) -> Path:
     return runs_dir() / "slurm" / f"{grid.name}.json"
 
@@ -109,10 +104,11 @@ def cluster_limits() -> dict[str, int]:
     return {"MaxArraySize": int(conf.get("MaxArraySize", 1001)), "MaxJobCount": int(conf.get("MaxJobCount", 10000))}
 
 
-def chunks(runs: list, max_array: int) -> list[list]:
-    """A phase's runs as arrays Slurm accepts: indices 0..n-1 need n <= MaxArraySize."""
-    size = max(1, max_array)
-    return [runs[i:i + size] for i in range(0, len(runs), size)]
+def chunks(items: list, size: int) -> list[list]:
+    """`items` in order, `size` at a time: a phase's runs as jobs (`runs_per_job` each), and its jobs
+    as arrays Slurm accepts (indices 0..n-1 need n <= MaxArraySize)."""
+    size = max(1, size)
+    return [items[i:i + size] for i in range(0, len(items), size)]
 
 
 def _queued() -> int:
@@ -141,7 +137,7 @@ def submit(params: str | Path, overrides: list[str] = ()) -> dict[str, dict]:
         todo = {phase: [r for r in runs[phase] if r.id not in queued and not execute.is_done(r)]
                 for phase in plan.PHASES}
         limits = cluster_limits()
-        todo = {phase: packs(pending, grid.executor.resources(phase).runs_per_job) for phase, pending in todo.items()}
+        todo = {phase: chunks(pending, grid.executor.resources(phase).runs_per_job) for phase, pending in todo.items()}
         n = sum(map(len, todo.values()))
         if n and _queued() + n > limits["MaxJobCount"]:
             raise SubmitError(f"{n} jobs to submit and {_queued()} in the queue exceed the cluster's MaxJobCount "
@@ -314,7 +310,7 @@ def describe_plan(grid, runs: dict) -> str:
         if not pending:
             continue
         res = grid.executor.resources(phase)
-        sizes = [len(c) for c in chunks(packs(pending, res.runs_per_job), limits["MaxArraySize"])]
+        sizes = [len(c) for c in chunks(chunks(pending, res.runs_per_job), limits["MaxArraySize"])]
         arrays = " + ".join(f"--array=0-{n - 1}%{min(n, grid.executor.array_parallelism)}" for n in sizes)
         flags = [arrays, f"--time={res.time_min}", f"--signal=USR2@{res.signal_s}",
                  f"--cpus-per-task={res.cpus_per_task}", f"--mem={res.mem_gb:g}G"]
