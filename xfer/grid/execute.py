@@ -196,7 +196,9 @@ def prepare_pretrained(grid: Grid, run: Run) -> None:
                          artefacts=("checkpoint",))
 
 
-KERNEL_MANAGER = None  # papermill's default (a fresh kernel per run), except in run_grid's workers
+# a fresh kernel per run over Unix sockets (xfer.kernel: TCP ports can collide between processes starting
+# kernels at once, here or in another job on the node); forked warm in CPU workers and packed Slurm jobs
+KERNEL_MANAGER = "xfer.kernel.IpcKernelManager"
 
 
 def execute(run: Run, upstream: str, log=None, registration: dict | None = None) -> None:
@@ -220,7 +222,7 @@ def execute(run: Run, upstream: str, log=None, registration: dict | None = None)
             str(package_file("notebooks", NOTEBOOKS[run.phase])), str(tmp),
             parameters={"params": run.params, "upstream": upstream, "run_dir": str(folder)},
             kernel_name="python3", cwd=str(root()), progress_bar=False, stdout_file=log, stderr_file=log,
-            **({"kernel_manager_class": KERNEL_MANAGER} if KERNEL_MANAGER else {}),
+            kernel_manager_class=KERNEL_MANAGER,
         )
     except OSError as e:  # papermill's own write of the notebook (a full disk): say which file
         if e.filename:

@@ -211,7 +211,8 @@ def worker_init(warm: bool = True, runner: int | None = None) -> None:
     # tqdm's default lock is a multiprocessing one, whose semaphore a worker stopped after a Ctrl-C
     # leaves registered: the resource tracker then warns of it as leaked. Its bars go to the run's log.
     tqdm.tqdm.set_lock(threading.RLock())
-    execute.KERNEL_MANAGER = f"xfer.kernel.{'Warm' if warm else 'Ipc'}KernelManager"  # read by execute.execute
+    if warm:
+        execute.KERNEL_MANAGER = "xfer.kernel.WarmKernelManager"  # read by execute.execute
 
 
 def measured(runs: dict[str, list[Run]], phases=PHASES) -> dict[str, list[float]]:
