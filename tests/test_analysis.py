@@ -245,7 +245,8 @@ def test_plan_prints_the_estimand_and_the_mde(data):
     from xfer.paths import root
 
     # a model no finished report in this checkout used, so the run SD is the assumed one, not measured
-    grid, runs = plan(root() / "params" / "cpu.yaml", ["model.num_layers=3"])
+    planned = plan(root() / "params" / "cpu.yaml", ["model.num_layers=3"])
+    grid, runs = planned.grid, planned.runs
     text = stats.plan_lines(grid, runs)
     assert "primary estimand" in text and "per seed, the slope of D" in text and "equivalence within ±0.5" in text
     mde = float(text.split("minimum detectable slope at 80 % power, udpos: ")[1].split()[0])
@@ -365,7 +366,8 @@ def test_plan_measures_the_run_sd_on_finished_results_of_the_same_model(tmp_path
     from xfer.grid.plan import plan
 
     monkeypatch.setenv("XFER_OUTPUT", str(tmp_path.parent))  # report folders of this test live in tmp
-    grid, runs = plan(root() / "params" / "smoke.yaml", [f"report_dir={tmp_path}"])
+    planned = plan(root() / "params" / "smoke.yaml", [f"report_dir={tmp_path}"])
+    grid, runs = planned.grid, planned.runs
     results = make_results(inter_langs=("sw", "en"), slope_low=0.0, noise=4.0)
     write_results(tmp_path, results, params=grid.model_dump(mode="json"))
     sd, df, where = stats.measured_run_sd(grid)["udpos"]
@@ -403,7 +405,8 @@ def test_plan_prints_the_cost_of_a_sequential_design(data):
     from xfer.paths import root
     from xfer.grid.plan import plan
 
-    grid, runs = plan(root() / "params" / "answer.yaml")
+    planned = plan(root() / "params" / "answer.yaml")
+    grid, runs = planned.grid, planned.runs
     text = stats.plan_lines(grid, runs, hours=2.0)
     total = sum(len(v) for v in runs.values())
     line = next(li for li in text.splitlines() if li.startswith("  cost:"))

@@ -63,7 +63,8 @@ def test_pack_fits_and_unpacks_to_the_cpu_checkpoint(tmp_path, monkeypatch, data
     assert 216 * rows + 12.3 * 2**20 < model_bytes < 216 * rows + 12.5 * 2**20, (rows, model_bytes)
 
     # the CPU path: the full checkpoint, trimmed to the study's ids by prepare()
-    grid, runs = plan(params)
+    planned = plan(params)
+    grid, runs = planned.grid, planned.runs
     files = runs["pretrained"][0].params["data"]["files"]
     cpu, kept = prepare(grid.model, tmp_path / "cpu", partial(data_token_ids, files))
     assert kept + 5 >= rows >= kept  # the ids plus the specials not in the data

@@ -31,7 +31,8 @@ def write(tmp_path, raw, name="grid.yaml"):
 
 
 def test_expansion_counts_and_shared_baseline(data):
-    g, runs = plan(SMOKE)
+    planned = plan(SMOKE)
+    g, runs = planned.grid, planned.runs
     langs, sizes, seeds = g.intermediate.languages, g.intermediate.sizes, g.seeds
     nonzero = [s for s in sizes if s != 0]
     assert len(runs["pretrained"]) == 1
@@ -46,8 +47,8 @@ def test_expansion_counts_and_shared_baseline(data):
 
 
 def test_run_ids_are_stable_and_depend_on_params_and_upstream(data):
-    _, a = plan(SMOKE)
-    _, b = plan(SMOKE)
+    a = plan(SMOKE).runs
+    b = plan(SMOKE).runs
     assert [r.id for r in a["target"]] == [r.id for r in b["target"]]
     ids = [r.id for rs in a.values() for r in rs]
     assert len(ids) == len(set(ids))
@@ -113,7 +114,7 @@ def test_cli_reports_bad_input_without_traceback(tmp_path, data, capsys):
 
 
 def test_random_init_control_adds_a_baseline_per_seed(data):
-    _, plain = plan(SMOKE)
+    plain = plan(SMOKE).runs
     g = Grid.model_validate(grid(random_init_control=True))
     runs = expand(g, plain["pretrained"][0].params["data"])
     main, control = runs["pretrained"]
@@ -127,7 +128,8 @@ def test_random_init_control_adds_a_baseline_per_seed(data):
 def test_multitask_intermediate_validates_each_part(tmp_path, data):
     raw = grid(**{"intermediate.task": ["panx", "panx+udpos"], "intermediate.languages": ["en"],
                   "intermediate.mixing": "temperature"})
-    g, runs = plan(write(tmp_path, raw))
+    planned = plan(write(tmp_path, raw))
+    runs = planned.runs
     multi = [r for r in runs["intermediate"] if r.params["task"] == "panx+udpos"]
     single = [r for r in runs["intermediate"] if r.params["task"] == "panx"]
     assert multi and all(r.params["mixing"] == "temperature" for r in multi)
@@ -176,7 +178,8 @@ def test_sequential_design_is_validated(tmp_path, sets, message):
 
 
 def test_a_look_runs_only_its_seeds(data):
-    grid, runs = plan(root() / "params" / "answer.yaml")
+    planned = plan(root() / "params" / "answer.yaml")
+    grid, runs = planned.grid, planned.runs
     look = select_seeds(runs, grid.seeds[:3])
     assert look["pretrained"] == runs["pretrained"]
     for phase in ("intermediate", "target"):

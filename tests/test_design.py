@@ -29,11 +29,12 @@ def test_dose_and_budget_arm_recorded_by_a_real_run(micro_grid):
     tokens it was fed (counted here again from the batch schedule), and every results row says
     which budget arm its intermediate run came from."""
     path = micro_grid()
-    counts = local.run_grid(path, overrides=ARM, jobs=1)  # one after another, in one worker
+    counts = local.run_grid(plan.plan(path, ARM), jobs=1)  # one after another, in one worker
     assert counts["failed"] == 0
-    grid, runs = plan.plan(path, ARM)
+    planned = plan.plan(path, ARM)
+    runs = planned.runs
     assert len(runs["intermediate"]) == 2
-    out = collect.collect(path, ARM)
+    out = collect.collect(planned)
     training = pd.read_csv(out / "training.csv").set_index("run_id")
     assert {"run_id", "steps", "examples_seen", "tokens_seen", "inter_budget"} <= set(training.reset_index().columns)
     for run in runs["intermediate"] + runs["target"]:
@@ -58,14 +59,15 @@ def test_dose_and_budget_arm_recorded_by_a_real_run(micro_grid):
 
 
 def test_epochs_arm_expands_beside_the_fixed_steps(micro_grid, data):
-    grid, runs = plan.plan(micro_grid(), ARM)
+    planned = plan.plan(micro_grid(), ARM)
+    runs = planned.runs
     inter = runs["intermediate"]
     assert [(r.params["train"]["max_steps"], r.params["train"]["epochs"]) for r in inter] == [(4, None), (None, 1.0)]
     assert all(r.params["train"]["keep"] == "last" for r in inter)  # no model selection changes the dose
     assert {r.params["size"] for r in inter} == {60} and len({r.id for r in inter}) == 2
     # each arm feeds its own target and evaluation runs; the baseline is shared
     assert {t.upstream for t in runs["target"]} == {r.id for r in inter} | {runs["pretrained"][0].id}
-    _, plain = plan.plan(micro_grid())
+    plain = plan.plan(micro_grid()).runs
     assert plain["intermediate"][0].params["train"]["keep"] == "best"
 
 
@@ -93,7 +95,8 @@ def test_corpora_each_in_their_own_languages(micro_grid, data, tmp_path):
         "  corpora:\n    - {task: panx, languages: [sw, en]}\n    - {task: sst2_pt}\n")
     path = tmp_path / "corpora.yaml"
     path.write_text(raw)
-    grid, runs = plan.plan(path)
+    planned = plan.plan(path)
+    grid, runs = planned.grid, planned.runs
     assert sorted((r.params["task"], r.params["language"]) for r in runs["intermediate"]) == [
         ("panx", "en"), ("panx", "sw"), ("sst2_pt", "pt")]
     assert Grid.model_validate(grid.model_dump(mode="json")) == grid  # grid.json reads back
@@ -119,7 +122,7 @@ def test_evaluation_sample_is_seeded_stable_and_not_the_first_rows(data):
 
 def test_every_evaluation_run_of_a_grid_samples_alike(micro_grid, data):
     """The sample depends on the grid's evaluate settings only, never on a run's seed or upstream."""
-    _, runs = plan.plan(micro_grid(), ["seeds=[1,2]", "evaluate.sample_seed=7"])
+    runs = plan.plan(micro_grid(), ["seeds=[1,2]", "evaluate.sample_seed=7"]).runs
     settings = {(r.params["max_examples"], r.params["sample_seed"]) for r in runs["evaluate"]}
     assert settings == {(20, 7)} and len(runs["evaluate"]) == 4
 

@@ -62,7 +62,7 @@ def baseline(finished_micro):
     folder and its results.csv bytes. Tests change only their own copies of it (`grid`)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("XFER_RUNS", str(finished_micro.runs))
-        results = (collect.collect(finished_micro.path) / "results.csv").read_bytes()
+        results = (collect.collect(plan.plan(finished_micro.path)) / "results.csv").read_bytes()
     return finished_micro.runs, results
 
 
@@ -72,7 +72,7 @@ def grid(baseline, tmp_path, monkeypatch):
     shutil.copytree(baseline[0], tmp_path / "runs")
     monkeypatch.setenv("XFER_RUNS", str(tmp_path / "runs"))
     path = micro(tmp_path)
-    return path, roles(plan.plan(path)[1])
+    return path, roles(plan.plan(path).runs)
 
 
 def zero(path, n, keep_mtime=False):
@@ -108,7 +108,7 @@ def test_every_corrupt_artefact_is_moved_aside_and_rerun(grid, baseline, capfd):
 
     # the cheap check trusts an unchanged size and mtime; the full one, run on an upstream about to be used, does not
     assert execute.is_done(r["pre"]) and not execute.is_done(r["pre"], full=True)
-    counts = local.run_grid(path)
+    counts = local.run_grid(plan.plan(path))
     out = capfd.readouterr().out
     assert counts == {"done": 0, "ran": 6, "failed": 0, "skipped": 0}, out
     expected = {"pre": ("checkpoint/model.safetensors", "sha256 differs from the one"),
@@ -128,7 +128,7 @@ def test_every_corrupt_artefact_is_moved_aside_and_rerun(grid, baseline, capfd):
     assert not (d["inter"] / "train_state.pt").exists()
     # restarted from step 0, the intermediate run left exactly the checkpoint of the undisturbed run
     assert json.loads((d["inter"] / "metrics.json").read_text())["artefacts"] == recorded
-    assert (collect.collect(path) / "results.csv").read_bytes() == baseline[1]
+    assert (collect.collect(plan.plan(path)) / "results.csv").read_bytes() == baseline[1]
 
 
 def test_diverged_training_fails_loudly_and_stops_its_downstream(tmp_path, monkeypatch, data, capfd):
@@ -153,7 +153,7 @@ def test_diverged_training_fails_loudly_and_stops_its_downstream(tmp_path, monke
     assert runner.main(["run", str(path)]) == 1
     out, err = capfd.readouterr()
     assert "error: 2 runs failed and 3 were skipped" in err
-    r = roles(plan.plan(path)[1])
+    r = roles(plan.plan(path).runs)
     for role in ("inter", "t_base"):  # the baseline target still ran after the intermediate failed
         folder = execute.run_dir(r[role])
         error = json.loads((folder / "error.json").read_text())["error"]
@@ -162,7 +162,7 @@ def test_diverged_training_fails_loudly_and_stops_its_downstream(tmp_path, monke
         assert not (folder / "metrics.json").exists() and not execute.is_done(r[role])
     for role in ("t_inter", "e_base", "e_inter"):  # downstream of a failure: not started
         assert not execute.run_dir(r[role]).exists(), role
-    failures = {f["run_id"]: f["error"] for f in json.loads((collect.collect(path) / "grid.json").read_text())["failures"]}
+    failures = {f["run_id"]: f["error"] for f in json.loads((collect.collect(plan.plan(path)) / "grid.json").read_text())["failures"]}
     assert set(failures) == {r[k].id for k in ("inter", "t_base", "t_inter", "e_base", "e_inter")}
     assert failures[r["e_base"].id] == f"not run: upstream run {r['t_base'].id} did not finish"
 
@@ -231,14 +231,15 @@ def test_copied_and_moved_runs_folder_is_complete_without_recomputing(baseline, 
         if folder == moved:
             copy.rename(moved)
         monkeypatch.setenv("XFER_RUNS", str(folder))
-        grid, runs_ = plan.plan(path)
+        planned = plan.plan(path)
+        runs_ = planned.runs
         before = metrics_mtimes(runs_)
-        assert local.run_grid(path) == {"done": 6, "ran": 0, "failed": 0, "skipped": 0}
+        assert local.run_grid(planned) == {"done": 6, "ran": 0, "failed": 0, "skipped": 0}
         assert metrics_mtimes(runs_) == before  # nothing recomputed
         r = roles(runs_)
         for role in ("pre", "inter", "t_inter", "t_base"):
             assert execute.checkpoint(r[role]) == str(execute.run_dir(r[role]) / "checkpoint")
-        assert (collect.collect(path) / "results.csv").read_bytes() == results
+        assert (collect.collect(planned) / "results.csv").read_bytes() == results
     # a record written before paths were relative (absolute checkpoint, no artefacts) still counts
     # as done, and is read from this runs folder, not from where it was written
     m = execute.run_dir(r["inter"]) / "metrics.json"
@@ -294,7 +295,7 @@ def test_second_worker_waits_for_an_upstream_another_worker_holds(grid, baseline
     out = "".join(seen)
     assert f"{r['t_inter'].id}: another worker holds it" in out
     assert "{'done': 5, 'ran': 1, 'failed': 0, 'skipped': 0}" in out  # the evaluation ran, nothing else
-    assert (collect.collect(path) / "results.csv").read_bytes() == baseline[1]
+    assert (collect.collect(plan.plan(path)) / "results.csv").read_bytes() == baseline[1]
 
 
 def test_a_kill_between_metrics_and_state_cleanup_leaves_a_done_run(grid):
@@ -303,7 +304,7 @@ def test_a_kill_between_metrics_and_state_cleanup_leaves_a_done_run(grid):
     path, r = grid
     state = execute.run_dir(r["inter"]) / "train_state.pt"
     state.write_bytes(b"left by a kill")
-    assert local.run_grid(path) == {"done": 6, "ran": 0, "failed": 0, "skipped": 0}
+    assert local.run_grid(plan.plan(path)) == {"done": 6, "ran": 0, "failed": 0, "skipped": 0}
     assert not state.exists()
 
 
@@ -340,7 +341,7 @@ def registration_text(path, overrides=()):
     """The first page's pre-registration line for the grid as `collect` records it in grid.json."""
     from xfer import report
 
-    grid_json = json.loads((collect.collect(path, list(overrides)) / "grid.json").read_text())
+    grid_json = json.loads((collect.collect(plan.plan(path, list(overrides))) / "grid.json").read_text())
     return report.registered(None, grid_json), grid_json["preregistration"]
 
 
@@ -473,7 +474,7 @@ def test_words_not_encoded_reach_terminal_table_and_report(grid, tmp_path, capfd
     metrics["scores"]["yo"]["words_not_encoded"] = 7
     m.write_text(json.dumps(metrics))
     (m.parent / ".verified.json").unlink(missing_ok=True)
-    out_dir = collect.collect(path)
+    out_dir = collect.collect(plan.plan(path))
     results, grid_json = analysis.load_results(out_dir)
     assert sorted(results.loc[results["eval_lang"] == "yo", "words_not_encoded"]) == [0, 7]
     deg = analysis.degradation(results)
@@ -503,7 +504,7 @@ def test_bad_settings_stop_at_once_in_one_line(grid, tmp_path, capsys, monkeypat
     the process."""
     path, _ = grid
 
-    def plan(*args, env=None):
+    def xfer_plan(*args, env=None):
         with monkeypatch.context() as mp:
             for k, v in (env or {}).items():
                 mp.setenv(k, v)
@@ -511,12 +512,12 @@ def test_bad_settings_stop_at_once_in_one_line(grid, tmp_path, capsys, monkeypat
         out, err = capsys.readouterr()
         return SimpleNamespace(returncode=code, stdout=out, stderr=err)
 
-    bad = plan(env={"XFER_LOCK_TIMEOUT": "abc"})
+    bad = xfer_plan(env={"XFER_LOCK_TIMEOUT": "abc"})
     assert bad.returncode == 2 and "XFER_LOCK_TIMEOUT='abc' is not a number" in one_error_line(bad)
-    bad = plan("--set", f"report_dir={tmp_path / ('r' * 300)}")
+    bad = xfer_plan("--set", f"report_dir={tmp_path / ('r' * 300)}")
     assert bad.returncode == 2 and "is 300 bytes long; allowed: names of at most 255" in one_error_line(bad)
     t0 = time.time()
-    bad = plan("--set", f"seeds=[{', '.join(map(str, range(1, 10_001)))}]")
+    bad = xfer_plan("--set", f"seeds=[{', '.join(map(str, range(1, 10_001)))}]")
     assert bad.returncode == 2 and "runs (10000 seeds); allowed: at most 20,000" in one_error_line(bad)
     assert time.time() - t0 < 60  # the parse of 10,000 seeds; 12 min before
 
@@ -588,14 +589,14 @@ def test_a_file_or_an_outside_link_in_place_of_a_run_folder_is_moved_aside(grid,
     t_inter.symlink_to(outside)
     shutil.rmtree(execute.run_dir(r["e_inter"]))  # its evaluation still to do: it would read the link
     before = sorted(p.name for p in outside.rglob("*"))
-    assert local.run_grid(path) == {"done": 3, "ran": 3, "failed": 0, "skipped": 0}
+    assert local.run_grid(plan.plan(path)) == {"done": 3, "ran": 3, "failed": 0, "skipped": 0}
     out = capfd.readouterr().out
     assert f"{e_base}: not a folder" in out and f"{t_inter}: a link to {outside}, outside the runs folder" in out
     assert e_base.is_dir() and t_inter.is_dir() and not t_inter.is_symlink()
     assert sorted(p.name for p in outside.rglob("*")) == before
     recorded = json.loads((execute.run_dir(r["e_inter"]) / "params.json").read_text())["upstream_checkpoint"]
     assert recorded == f"target/{r['t_inter'].id}/checkpoint"
-    assert (collect.collect(path) / "results.csv").read_bytes() == baseline[1]
+    assert (collect.collect(plan.plan(path)) / "results.csv").read_bytes() == baseline[1]
 
 
 def test_finished_grid_reports_from_a_read_only_runs_folder(grid, tmp_path):
@@ -666,7 +667,8 @@ def test_plan_names_the_longest_evaluation_sentence_per_file(grid, data):
     and names each file with a sentence over the model's window (a small window here, so the real
     files have some)."""
     path, r = grid
-    grid_, runs = plan.plan(path)
+    planned = plan.plan(path)
+    runs = planned.runs
     lines = runner.longest_sentences(runs).splitlines()
     assert lines[0].startswith("  longest udpos test sentence in subwords: en ") and " yo " in lines[0]
     longest = {kv.split()[0]: int(kv.split()[1]) for kv in lines[0].split(": ", 1)[1].split(", ")}

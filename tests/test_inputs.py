@@ -129,7 +129,7 @@ def test_sizes_that_are_the_same_corpus_run_once(env, capsys):
     assert rc == 0, err
     assert "note: intermediate.sizes: 1000 and 'full' are the same panx corpus in 'sw'" in err
     assert "intermediate    2 runs" in out
-    _, runs = plan(SMOKE, [*SMALL, "intermediate.sizes=[0,100,1000,full]"])
+    runs = plan(SMOKE, [*SMALL, "intermediate.sizes=[0,100,1000,full]"]).runs
     assert sorted(r.params["size"] for r in runs["intermediate"]) == [100, 1000]
 
 
@@ -138,9 +138,9 @@ def test_output_root_from_the_environment(env, capsys, monkeypatch, tmp_path_fac
     rc, _, err = cli(env, capsys, f"report_dir={elsewhere}/r")
     refused(env, rc, err, "report_dir", "outside the project")
     monkeypatch.setenv("XFER_OUTPUT", str(elsewhere))
-    grid, _ = plan(SMOKE, [*SMALL, f"report_dir={elsewhere}/r"])
+    grid = plan(SMOKE, [*SMALL, f"report_dir={elsewhere}/r"]).grid
     assert grid.report_path() == elsewhere.resolve() / "r"
-    assert plan(SMOKE, SMALL)[0].report_path() == root().resolve() / "report" / "smoke"  # inside the project
+    assert plan(SMOKE, SMALL).grid.report_path() == root().resolve() / "report" / "smoke"  # inside the project
 
 
 # ------------------------------------------------------------------------------ make plan SET=...
@@ -237,13 +237,13 @@ def test_a_changed_data_file_gives_new_run_ids(env, data, monkeypatch):
     folder, path = data_copy(env, data, "xtreme/udpos/test-fr.tsv")
     monkeypatch.setenv("XFER_DATA_DIR", str(folder))
     ids = lambda runs: {r.id for rs in runs.values() for r in rs}
-    _, before = plan(SMOKE, SMALL)
-    _, again = plan(SMOKE, SMALL)  # unchanged: the same runs (done runs are found)
+    before = plan(SMOKE, SMALL).runs
+    again = plan(SMOKE, SMALL).runs  # unchanged: the same runs (done runs are found)
     assert ids(before) == ids(again)
     sums = before["pretrained"][0].params["data"]["checksums"]
     assert len(sums["xtreme/udpos/test-fr.tsv"]) == 64 and "xtreme/panx/train-sw.tsv" in sums
     corrupt(path, 5, path.read_bytes().split(b"\n")[4].replace(b"\t", b"s\t", 1))  # one token changed
-    _, after = plan(SMOKE, SMALL)
+    after = plan(SMOKE, SMALL).runs
     assert ids(after).isdisjoint(ids(before))
     changed = after["pretrained"][0].params["data"]["checksums"]
     assert {k for k in sums if sums[k] != changed[k]} == {"xtreme/udpos/test-fr.tsv"}

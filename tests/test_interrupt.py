@@ -51,7 +51,7 @@ def test_ctrl_c_stops_the_grid_in_one_line(micro_grid):
             break
         time.sleep(0.5)
     assert living(marker) == [], "a process of the grid is still running"
-    _, runs = plan(path)
+    runs = plan(path).runs
     assert is_done(runs["pretrained"][0])
     finished = int(err.split()[1])
     assert sum(is_done(r) for rs in runs.values() for r in rs) == finished

@@ -15,7 +15,8 @@ HUB = ["paper", "study"]
 
 @pytest.mark.parametrize("name", LOCAL)
 def test_local_presets_expand(name, data):
-    grid, runs = plan(root() / "params" / f"{name}.yaml")
+    planned = plan(root() / "params" / f"{name}.yaml")
+    grid, runs = planned.grid, planned.runs
     assert runs["evaluate"], name
     # every target run is evaluated once, and a target without training (retrieval) scores every encoder
     evaluated = collections.Counter(r.upstream for r in runs["evaluate"])
@@ -44,7 +45,8 @@ def hub(data, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("name", HUB)
 def test_hub_presets_expand(name, hub):
-    grid, runs = plan(root() / "params" / f"{name}.yaml", BUCC_HERE[name])
+    planned = plan(root() / "params" / f"{name}.yaml", BUCC_HERE[name])
+    grid, runs = planned.grid, planned.runs
     n_targets = len(grid.targets)
     trained = [t for t in grid.targets if t.train is not None]
     inter = sum(len(grid.intermediate.languages_of(t)) for t in grid.intermediate.tasks) * len(grid.seeds)
@@ -56,7 +58,8 @@ def test_hub_presets_expand(name, hub):
 
 
 def test_paper_grid_is_the_papers(hub):
-    grid, runs = plan(root() / "params" / "paper.yaml", BUCC_HERE["paper"])
+    planned = plan(root() / "params" / "paper.yaml", BUCC_HERE["paper"])
+    grid, runs = planned.grid, planned.runs
     tasks = {r.params["task"] for r in runs["intermediate"]}
     assert {"anli", "ccg", "commonsenseqa", "cosmosqa", "hellaswag", "mnli", "qqp", "squad", "sst2"} < tasks
     assert any("+" in t for t in tasks)  # the multi-task mixture
@@ -103,7 +106,8 @@ def test_demo_is_the_parallel_nli_design(data):
     UD-POS, PAN-X and XCOPA (XNLI is the intermediate task's benchmark, so not a target)."""
     from xfer.tasks import get_task
 
-    grid, runs = plan(root() / "params" / "demo.yaml")
+    planned = plan(root() / "params" / "demo.yaml")
+    grid, runs = planned.grid, planned.runs
     nli = grid.intermediate.languages_of("xnli_derived")
     assert "en" in nli and len(set(nli) - {"en"}) >= 4 and get_task("xnli_derived").content() == ("xnli_derived", True)
     assert {"sst2", "sst2_pt"} <= set(grid.intermediate.tasks) and get_task("sst2_pt").content() == ("sst2", True)
@@ -116,7 +120,8 @@ def test_demo_is_the_parallel_nli_design(data):
 
 
 def test_demo_quick_is_the_demo_scaled_down(data):
-    grid, runs = plan(root() / "params" / "demo_quick.yaml")
+    planned = plan(root() / "params" / "demo_quick.yaml")
+    grid, runs = planned.grid, planned.runs
     assert len(grid.seeds) >= 2 and grid.intermediate.fixed_steps
     langs = grid.intermediate.languages_of("xnli_derived")
     assert "en" in langs and len(langs) >= 2
@@ -127,7 +132,8 @@ def test_demo_quick_is_the_demo_scaled_down(data):
 def test_cpu_studies_train_an_equal_dose_of_at_least_one_pass(name, data):
     """A budget in examples, the same at every size (full batches: no short last batch moves it),
     at least one pass over the largest corpus, so size means more distinct examples at equal dose."""
-    grid, runs = plan(root() / "params" / f"{name}.yaml")
+    planned = plan(root() / "params" / f"{name}.yaml")
+    grid, runs = planned.grid, planned.runs
     t = grid.intermediate.train
     assert grid.intermediate.fixed_steps and t.max_steps and t.epochs is None
     assert grid.intermediate.budget() >= max(s for s in grid.intermediate.sizes if s != "full")
@@ -139,7 +145,7 @@ def test_answer_is_a_sequential_study_that_can_decide(data):
     level, 2-3 nested sizes spanning >= 1.3 decades, up to >= 12 seeds added by looks."""
     from xfer import analysis as A
 
-    grid, runs = plan(root() / "params" / "answer.yaml")
+    grid = plan(root() / "params" / "answer.yaml").grid
     langs = grid.intermediate.languages_of("xnli_derived")
     low = A.low_resource(A.load_languages(), grid.low_resource)
     assert "en" in langs and {bool(low[x]) for x in langs if x != "en"} == {True, False}
@@ -155,7 +161,8 @@ def test_study_has_the_power_design(hub):
     from xfer.bench import PUBLISHED
     from xfer.tasks import TASKS, get_task
 
-    grid, runs = plan(root() / "params" / "study.yaml")
+    planned = plan(root() / "params" / "study.yaml")
+    grid, runs = planned.grid, planned.runs
     assert grid.intermediate.tasks == ["xnli"] and get_task("xnli").content() == ("xnli", True)
     langs = grid.intermediate.languages_of("xnli")
     assert "en" in langs and len(set(langs) - {"en"}) >= 4

@@ -89,7 +89,8 @@ def test_grid_runs_once_then_skips(finished_micro, monkeypatch):
     assert at["target running"] < at["intermediate done"] and at["intermediate running"] < at["target done"], lines
     # pretrained, 1 intermediate, 2 targets, 2 evals
     assert stdout.splitlines()[-1] == "grid micro: {'done': 0, 'ran': 6, 'failed': 0, 'skipped': 0}"
-    grid, runs = plan.plan(path)
+    planned = plan.plan(path)
+    runs = planned.runs
     terminal = stdout.splitlines()
     assert len(terminal) <= 6 + 2 + 4 * 6, stdout  # the plan's summary, log hint and counts; 4 a run
     starts = [line for line in terminal if ": running · " in line]
@@ -111,10 +112,10 @@ def test_grid_runs_once_then_skips(finished_micro, monkeypatch):
     nb = json.loads((execute.run_dir(ev) / "notebook.ipynb").read_text())
     assert any("injected-parameters" in c["metadata"].get("tags", []) for c in nb["cells"])
     before = outputs(runs)
-    again = local.run_grid(path, jobs=1)
+    again = local.run_grid(planned, jobs=1)
     assert again["ran"] == 0 and again["done"] == 6
     assert outputs(runs) == before
-    out = collect.collect(path)
+    out = collect.collect(planned)
     df = pd.read_csv(out / "results.csv")
     assert len(df) == 2 * 3 and set(df["eval_lang"]) == {"en", "yo", "wo"}
     assert set(df["inter_size"]) == {0, 60} and df["score"].between(0, 100).all()
@@ -167,7 +168,8 @@ def test_grid_runs_once_then_skips(finished_micro, monkeypatch):
 
 def test_kill_during_training_then_rerun_finishes_without_redoing(micro_grid):
     path = micro_grid(steps=80)  # long enough to be killed mid-training
-    grid, runs = plan.plan(path)
+    planned = plan.plan(path)
+    runs = planned.runs
     inter = runs["intermediate"][0]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([sys.executable, "-m", "xfer.runner", "run", str(path)], cwd=root(), env=env,
@@ -188,7 +190,7 @@ def test_kill_during_training_then_rerun_finishes_without_redoing(micro_grid):
     assert not orphans, "an orphan kernel trains on"
     pretrained_done = outputs(runs)
     assert runs["pretrained"][0].id in pretrained_done and inter.id not in pretrained_done
-    counts = local.run_grid(path)
+    counts = local.run_grid(planned)
     # what finished before the kill (the pretrained run, and the baseline's target run when its worker was
     # quicker than the intermediate run's first training state) is kept as it was; the rest runs now
     assert counts["failed"] == 0 and counts["done"] == len(pretrained_done) and counts["done"] + counts["ran"] == 6
@@ -221,9 +223,9 @@ def test_every_family_through_the_phase_notebooks(micro_grid, tmp_path):
     micro_grid()  # the micro grid's model and intermediate corpus, other targets
     path = tmp_path / "families.yaml"
     path.write_text(FAMILIES)
-    counts = local.run_grid(path)
+    counts = local.run_grid(plan.plan(path))
     assert counts["failed"] == 0, counts
-    df = pd.read_csv(collect.collect(path) / "results.csv")
+    df = pd.read_csv(collect.collect(plan.plan(path)) / "results.csv")
     assert set(df["eval_task"]) == {"xnli", "xcopa", "xquad", "tatoeba"}
     for task, langs in {"xnli": {"de", "sw", "zh"}, "xcopa": {"sw", "zh"}, "xquad": {"de", "zh"},
                         "tatoeba": {"de", "sw", "zh"}}.items():
@@ -242,7 +244,8 @@ def test_random_init_control_gets_random_weights(micro_grid, tmp_path):
     text = path.read_text().replace("name: micro", "name: micro\nrandom_init_control: true")
     text = text.replace("source: scratch", "source: e5\n  num_layers: 1")  # a pretrained source
     path.write_text(text)
-    grid, runs = plan.plan(path)
+    planned = plan.plan(path)
+    grid, runs = planned.grid, planned.runs
     main, control = runs["pretrained"]
     for run in (main, control):
         execute.prepare_pretrained(grid, run)
@@ -282,7 +285,8 @@ def test_a_sequential_grid_stops_at_the_look_that_decides(micro_grid, capsys, mo
     assert runner.main(["all", str(path)]) == 0
     out = capsys.readouterr().out
     assert "look 1 of 2: seeds 1, 2" in out and "udpos: equivalent" in out and "look 2 of 2" not in out
-    grid, runs = plan.plan(path)
+    planned = plan.plan(path)
+    grid, runs = planned.grid, planned.runs
     assert {r.params["seed"] for r in runs["intermediate"] if execute.is_done(r)} == {1, 2}
     assert not any(execute.run_dir(r).exists() for r in runs["intermediate"] if r.params["seed"] == 3)
     report = read_json(grid.report_path() / "grid.json")

@@ -40,12 +40,13 @@ def test_grid_on_slurm_equals_local_and_resumes_a_cancelled_job(cluster, micro_g
 
     # the local executor's results, in a runs folder of their own
     monkeypatch.setenv("XFER_RUNS", str(tmp_path / "runs-local"))
-    assert local.run_grid(grid_file, overrides=langs)["failed"] == 0
-    local_csv = (collect.collect(grid_file, langs) / "results.csv").read_bytes()
+    assert local.run_grid(plan.plan(grid_file, langs))["failed"] == 0
+    local_csv = (collect.collect(plan.plan(grid_file, langs)) / "results.csv").read_bytes()
 
     monkeypatch.setenv("XFER_RUNS", str(tmp_path / "runs-slurm"))
-    grid, runs = plan.plan(grid_file, overrides)
-    submitted = slurm.submit(grid_file, overrides)
+    planned = plan.plan(grid_file, overrides)
+    runs = planned.runs
+    submitted = slurm.submit(planned)
     assert len(submitted) == sum(len(v) for v in runs.values())
     # one array per phase, and each job held on its own upstream job (read back from Slurm)
     by_phase = {}
@@ -65,26 +66,26 @@ def test_grid_on_slurm_equals_local_and_resumes_a_cancelled_job(cluster, micro_g
     deadline = time.time() + 300
     while not state.exists() and time.time() < deadline:
         time.sleep(0.5)
-    assert state.exists(), slurm.describe(slurm.status(grid_file, overrides))
+    assert state.exists(), slurm.describe(slurm.status(planned))
     subprocess.run(["scancel", submitted[sw.id]["job"]], check=True)
-    table = slurm.wait(grid_file, overrides, poll=2, timeout=600)
+    table = slurm.wait(planned, poll=2, timeout=600)
     failed = {run_id for t in table.values() for run_id, _, _ in t["failed"]}
     downstream = {r.id for r in runs["target"] if r.upstream == sw.id}
     downstream |= {r.id for r in runs["evaluate"] if r.upstream in downstream}
     assert failed == {sw.id} | downstream  # only the cancelled run and what is built on it
     assert "CANCELLED" in read_json(execute.run_dir(sw) / "error.json")["error"]
-    failures = read_json(collect.collect(grid_file, overrides) / "grid.json")["failures"]
+    failures = read_json(collect.collect(planned) / "grid.json")["failures"]
     assert {f["run_id"] for f in failures} == failed
 
     # resubmit: only what is not done goes back, the cancelled run resumes from its state
     done_before = {r.id: (execute.run_dir(r) / "metrics.json").stat().st_mtime_ns
                    for rs in runs.values() for r in rs if execute.is_done(r)}
-    again = slurm.submit(grid_file, overrides)
+    again = slurm.submit(planned)
     assert set(again) == failed
-    slurm.wait(grid_file, overrides, poll=2, timeout=600)
+    slurm.wait(planned, poll=2, timeout=600)
     assert all(execute.is_done(r) for rs in runs.values() for r in rs)
     assert "resuming from step" in (execute.run_dir(sw) / "notebook.ipynb").read_text()
     assert all((execute.run_dir(by_id[i]) / "metrics.json").stat().st_mtime_ns == t for i, t in done_before.items())
-    assert slurm.submit(grid_file, overrides) == {}  # a third submission submits nothing
-    assert (collect.collect(grid_file, overrides) / "results.csv").read_bytes() == local_csv
+    assert slurm.submit(planned) == {}  # a third submission submits nothing
+    assert (collect.collect(planned) / "results.csv").read_bytes() == local_csv
     shutil.rmtree(runs_dir() / "slurm" / "logs", ignore_errors=True)

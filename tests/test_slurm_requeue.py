@@ -62,11 +62,11 @@ def _wait_done(grid_file, overrides, job, seen, timeout=900):
     deadline = time.time() + timeout
     while time.time() < deadline:
         _release_requeued(job, seen)
-        table = slurm.status(grid_file, overrides)
+        table = slurm.status(plan.plan(grid_file, overrides))
         if not any(t["running"] or t["pending"] for t in table.values()):
             return table
         time.sleep(2)
-    raise TimeoutError(slurm.describe(slurm.status(grid_file, overrides)))
+    raise TimeoutError(slurm.describe(slurm.status(plan.plan(grid_file, overrides))))
 
 
 def _steps(text: str) -> list[int]:
@@ -76,20 +76,21 @@ def _steps(text: str) -> list[int]:
 def test_requeued_by_scontrol_resumes_and_equals_an_uninterrupted_run(cluster, micro_grid, tmp_path, monkeypatch):
     grid_file = micro_grid(steps=60)
     monkeypatch.setenv("XFER_RUNS", str(tmp_path / "runs-local"))
-    assert local.run_grid(grid_file, overrides=ONE_LANGUAGE)["failed"] == 0
-    local_csv = (collect.collect(grid_file, ONE_LANGUAGE) / "results.csv").read_bytes()
+    assert local.run_grid(plan.plan(grid_file, ONE_LANGUAGE))["failed"] == 0
+    local_csv = (collect.collect(plan.plan(grid_file, ONE_LANGUAGE)) / "results.csv").read_bytes()
 
     # (1) preemption: `scontrol requeue` of the running intermediate job once it saved a state
     monkeypatch.setenv("XFER_RUNS", str(tmp_path / "runs-requeue"))
     overrides = ONE_LANGUAGE + RESOURCES
-    grid, runs = plan.plan(grid_file, overrides)
+    planned = plan.plan(grid_file, overrides)
+    runs = planned.runs
     sw = runs["intermediate"][0]
-    submitted = slurm.submit(grid_file, overrides)
+    submitted = slurm.submit(planned)
     state = execute.run_dir(sw) / "train_state.pt"
     deadline = time.time() + 600
     while not state.exists() and time.time() < deadline:
         time.sleep(0.5)
-    assert state.exists(), slurm.describe(slurm.status(grid_file, overrides))
+    assert state.exists(), slurm.describe(slurm.status(planned))
     job = submitted[sw.id]["job"]
     by_id = {r.id: r for rs in runs.values() for r in rs}
     done = {r.id: (execute.run_dir(r) / "metrics.json").stat().st_mtime_ns for r in by_id.values() if execute.is_done(r)}
@@ -102,7 +103,7 @@ def test_requeued_by_scontrol_resumes_and_equals_an_uninterrupted_run(cluster, m
     steps = _steps((execute.run_dir(sw) / "log.txt").read_text())
     print(f"scontrol requeue of job {job}: resumed from step {steps}")
     assert steps and 0 < steps[0] < 60
-    requeued_csv = (collect.collect(grid_file, overrides) / "results.csv").read_bytes()
+    requeued_csv = (collect.collect(planned) / "results.csv").read_bytes()
     assert requeued_csv == local_csv
     assert all((execute.run_dir(by_id[i]) / "metrics.json").stat().st_mtime_ns == t for i, t in done.items())
 
@@ -121,14 +122,15 @@ def test_a_job_at_its_time_limit_requeues_itself_and_finishes(cluster, micro_gri
     grid_file = micro_grid(steps=5000, name="long.yaml")
     limit = ["intermediate.languages=[sw]", "intermediate.train.save_every=100", *RESOURCES,
              "executor.phases={intermediate: {signal_s: 600, requeues: 3}}"]
-    grid, runs = plan.plan(grid_file, limit)
+    planned = plan.plan(grid_file, limit)
+    runs = planned.runs
     sw = runs["intermediate"][0]
-    job = slurm.submit(grid_file, limit)[sw.id]["job"]
+    job = slurm.submit(planned)[sw.id]["job"]
     state = execute.run_dir(sw) / "train_state.pt"
     deadline = time.time() + 600
     while not state.exists() and time.time() < deadline:
         time.sleep(0.2)
-    assert state.exists(), slurm.describe(slurm.status(grid_file, limit))
+    assert state.exists(), slurm.describe(slurm.status(planned))
     ran = _job(job)["RunTime"].replace("-", ":").split(":")
     seconds = sum(int(x) * 60 ** i for i, x in enumerate(reversed(ran)))
     subprocess.run(["scontrol", "update", f"JobId={job}", f"TimeLimit={seconds // 60 + 2}"], check=True)
@@ -167,11 +169,12 @@ def test_phases_split_to_max_array_size_and_a_second_submission_joins(micro_grid
     try:
         grid_file = micro_grid(steps=4)
         overrides = ["intermediate.languages=[sw, en]"] + RESOURCES
-        grid, runs = plan.plan(grid_file, overrides)
+        planned = plan.plan(grid_file, overrides)
+        grid, runs = planned.grid, planned.runs
         assert len(runs["evaluate"]) == 3 and slurm.cluster_limits()["MaxArraySize"] == 2
         assert "--array=0-1%2 + --array=0-0%1" in slurm.describe_plan(grid, runs)
-        first = slurm.submit(grid_file, overrides)
-        assert slurm.submit(grid_file, overrides) == {}  # joined: nothing submitted twice
+        first = slurm.submit(planned)
+        assert slurm.submit(planned) == {}  # joined: nothing submitted twice
         assert "already queued on Slurm: joined" in capsys.readouterr().out
         arrays = {}
         for rid, sub in first.items():
@@ -180,7 +183,7 @@ def test_phases_split_to_max_array_size_and_a_second_submission_joins(micro_grid
         assert runner.main(["status", str(grid_file), *[a for o in overrides[:1] for a in ("--set", o)]]) == 0
         said = capsys.readouterr().out  # no --executor: the grid has Slurm jobs on record
         assert re.search(r"(pending|running): \w+ \S+ \(Slurm job \d+_\d+\)", said), said
-        table = slurm.wait(grid_file, overrides, poll=2, timeout=900)
+        table = slurm.wait(planned, poll=2, timeout=900)
         assert all(execute.is_done(r) for rs in runs.values() for r in rs), slurm.describe(table)
         # a damaged data file: the grid cannot be planned, its status still shows from the record
         bad = farm / "panx" / "train-sw.tsv"
@@ -200,12 +203,12 @@ def test_a_submission_failing_part_way_cancels_what_it_held(cluster, micro_grid,
     grid_file = micro_grid(steps=4)
     overrides = ["intermediate.languages=[sw]", *RESOURCES, "executor.phases={evaluate: {partition: nosuch}}"]
     with pytest.raises(slurm.SubmitError) as e:
-        slurm.submit(grid_file, overrides)
+        slurm.submit(plan.plan(grid_file, overrides))
     msg = str(e.value)
     print(msg)
     assert "\n" not in msg and "cancelled arrays" in msg and "nosuch" in msg.lower(), msg
     time.sleep(2)
     left = subprocess.run(["squeue", "-h", "-o", "%i %T"], capture_output=True, text=True).stdout
     assert not left.strip(), left
-    grid, _ = plan.plan(grid_file, overrides)
+    grid = plan.plan(grid_file, overrides).grid
     assert not slurm.record_path(grid).exists()

@@ -76,7 +76,8 @@ def hub(tmp_path, monkeypatch, data):
 def test_study_in_miniature_on_slurm_through_the_hub(cluster, hub, tmp_path, capsys):
     sets = MINIATURE + RESOURCES + [f"report_dir={tmp_path / 'report'}"]
     args = [a for s in sets for a in ("--set", s)]
-    grid, runs = plan.plan(STUDY, sets + ["executor.kind=slurm"])
+    planned = plan.plan(STUDY, sets + ["executor.kind=slurm"])
+    grid, runs = planned.grid, planned.runs
     assert grid.model.source == "hub" and grid.model.name == "FacebookAI/xlm-roberta-large"
     assert len(grid.intermediate.languages_of("xnli")) == 6 and len(grid.targets) == 6
     assert {r.params["train"]["grad_accum"] for r in runs["target"]} == {4}

@@ -7,7 +7,7 @@ import pytest
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
-from xfer.grid import local
+from xfer.grid import local, plan
 from xfer.models import load_tokenizer
 from xfer.paths import runs_dir
 from xfer.tasks import get_task
@@ -42,7 +42,7 @@ def test_wordpiece_tokenizer_through_all_three_phases(micro_grid, wordpiece_bert
     loaded = load_tokenizer(folder)
     assert (loaded.pad_token, loaded.pad_token_id, len(loaded)) == ("[PAD]", 0, vocab)
     overrides = ["model.source=local", f"model.name={folder}", "model.trim_vocab=false"]
-    counts = local.run_grid(micro_grid(), overrides=overrides)
+    counts = local.run_grid(plan.plan(micro_grid(), overrides))
     assert counts["failed"] == 0 and counts["ran"] == 6  # pretrained, 1 intermediate, 2 targets, 2 evaluations
     for run in [*(runs_dir() / "intermediate").glob("[!.]*"), *(runs_dir() / "target").glob("[!.]*")]:  # not lock files
         tok = load_tokenizer(run / "checkpoint")

@@ -75,7 +75,7 @@ def _train_samples(params: dict, count) -> int:
 
 def estimate_gpu_hours(runs: dict, samples_per_second: float, count=None,
                        eval_samples_per_second: float | None = None) -> dict[str, float]:
-    """GPU hours per phase of planned runs (`xfer.grid.plan.plan(...)[1]`), at a measured training rate.
+    """GPU hours per phase of planned runs (`xfer.grid.plan.plan(...).runs`), at a measured training rate.
 
     count(task, lang, split) gives a corpus size when the params do not (size 'full' or null,
     evaluation files); by default it reads the data. Evaluation runs at `eval_samples_per_second`,
@@ -358,8 +358,7 @@ def run(params: str | Path, out_dir: Path, steps: int = STEPS, quick: bool = Fal
         else:
             batch, loops = CPU_BATCH, CPU_LOOPS
             if load_id_map(full) is None:
-                _, runs = plan(params)
-                trimmed = trim(full, Path(tmp) / "trimmed", data_token_ids(runs["pretrained"][0].params["data"]["files"], tok))
+                trimmed = trim(full, Path(tmp) / "trimmed", data_token_ids(plan(params).data["files"], tok))
             else:  # a carried checkpoint is already trimmed (xfer.carry): both loops get its rows
                 trimmed = full
                 notes["full"] = "carried checkpoint: already trimmed, so 'full' is the trimmed vocabulary"
@@ -465,7 +464,7 @@ def gpu_check(out_dir: Path, params: Path, budget_s: float = 600) -> dict:
         raise SystemExit("gpu-check: no CUDA device here; `make bench` measures this machine's CPU")
     t0 = time.perf_counter()
     bench = run(params, out_dir)
-    grid, _ = plan(params)
+    grid = plan(params).grid
     seed = [f"seeds=[{grid.seeds[0]}]"]
     left = max(60.0, budget_s - (time.perf_counter() - t0))
     t1 = time.perf_counter()
@@ -474,7 +473,7 @@ def gpu_check(out_dir: Path, params: Path, budget_s: float = 600) -> dict:
                             timeout=left, env={**os.environ, "XFER_JOBS": "1"}).returncode
     except subprocess.TimeoutExpired:
         rc = "timed out"
-    _, runs = plan(params, seed)
+    runs = plan(params, seed).runs  # after the grid ran: which runs it finished
     done = {phase: [sum(is_done(r) for r in rs), len(rs)] for phase, rs in runs.items()}
     result = {"device": bench["device"], "bench": {k: bench[k] for k in ("train_samples_per_second", "ratios", "mfu",
                                                                          "model_tflops_per_second")},

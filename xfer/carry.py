@@ -132,8 +132,8 @@ def pack(params_path: str | Path, dest_dir: str | Path, preset: int = 6) -> dict
     from xfer.tasks import get_task
     from xfer.tasks.base import DataError
 
-    grid, runs = plan(params_path)
-    files = runs["pretrained"][0].params["data"]["files"]
+    planned = plan(params_path)
+    grid, files = planned.grid, planned.data["files"]
     if grid.model.source not in ("e5", "scratch"):
         raise CarryError(f"model.source {grid.model.source!r}: only 'e5' (carried 4-bit) and 'scratch' "
                          "(built there) can be carried; the GPU machine has no hub and no model cache")
@@ -156,12 +156,12 @@ def pack(params_path: str | Path, dest_dir: str | Path, preset: int = 6) -> dict
         with tarfile.open(dest / PARTS["data"], "r:xz") as tar:
             tar.extractall(tmp, filter="data")
         try:  # the same runs (their ids hash the data signature), and every file reads from the pack
-            there = plan(params_path)[1]["pretrained"][0].params["data"]
+            there = plan(params_path).data  # planned again, on the packed data alone
             ids = data_token_ids(files, tok)  # exactly what prepare_pretrained keeps
         except (ConfigError, DataError, OSError) as e:
             raise CarryError(f"the packed data does not serve the study ({type(e).__name__}: {e}); "
                              "a task reads files beside its own, which _files_read does not know") from None
-        here = runs["pretrained"][0].params["data"]
+        here = planned.data
         if there != here:
             diff = {k: (here.get(k), there.get(k)) for k in (here.keys() | there.keys()) - {"files"}
                     if here.get(k) != there.get(k)}

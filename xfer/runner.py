@@ -29,17 +29,17 @@ from xfer.config import ConfigError, Grid, Run, split_overrides
 from xfer.grid.collect import NoResults, report
 from xfer.grid.execute import GridStopped, checkpoint, classify, is_done, prepare_pretrained, run_dir
 from xfer.grid.local import run_looks
-from xfer.grid.plan import PHASES, plan
+from xfer.grid.plan import PHASES, Plan, plan
 from xfer.paths import read_json, runs_dir
 from xfer.tasks import get_task
 
 
-def summary(grid: Grid, runs: dict[str, list[Run]]) -> str:
-    lines = [f"grid {grid.name}: model {grid.model.source}:{grid.model.name}"]
+def summary(p: Plan) -> str:
+    lines = [f"grid {p.grid.name}: model {p.grid.model.source}:{p.grid.model.name}"]
     for phase in PHASES:
-        done = sum(is_done(r) for r in runs[phase])
-        lines.append(f"  {phase:<12} {len(runs[phase]):>4} runs ({done} done)")
-    for task, langs in runs["pretrained"][0].params["data"]["languages"].items():
+        done = sum(is_done(r) for r in p.runs[phase])
+        lines.append(f"  {phase:<12} {len(p.runs[phase]):>4} runs ({done} done)")
+    for task, langs in p.data["languages"].items():
         lines.append(f"  zero-shot {task} in {len(langs)} languages: {' '.join(langs)}")
     return "\n".join(lines)
 
@@ -108,11 +108,11 @@ def tensorboard_logdirs(runs: dict[str, list[Run]]) -> str:
                     for r in runs[phase] if (run_dir(r) / "tb").is_dir())
 
 
-def fetch(grid: Grid, runs: dict[str, list[Run]]) -> None:
+def fetch(p: Plan) -> None:
     """Download every hub dataset and the hub model a grid reads into the Hugging Face cache, so
     compute nodes without internet (HF_HUB_OFFLINE=1, HF_DATASETS_OFFLINE=1) find them there."""
-    files = runs["pretrained"][0].params["data"]["files"]
-    for task_name, lang, split in files:
+    grid = p.grid
+    for task_name, lang, split in p.data["files"]:
         task = get_task(task_name)
         where = "local file" if task.reads_local() else "hub"
         print(f"  {task_name} {lang} {split}: {len(task.load(lang, split))} examples ({where})", flush=True)
@@ -169,9 +169,14 @@ def main(argv=None):
             from xfer.grid import slurm as cluster
 
             if cluster.on_record(args.params, args.overrides):  # Slurm jobs on record: no EXECUTOR flag needed
-                print(cluster.describe(cluster.status(args.params, args.overrides)))
+                try:
+                    table = cluster.status(plan(args.params, args.overrides))
+                except ConfigError as e:  # a damaged data file: the runs on record, with a note
+                    table = cluster.status_on_record(args.params, args.overrides, e)
+                print(cluster.describe(table))
                 return 0
-        grid, runs = plan(args.params, args.overrides)
+        planned = plan(args.params, args.overrides)  # once: every step below takes it
+        grid, runs = planned.grid, planned.runs
     except ConfigError as e:
         print("\n".join(f"error: {line}" for line in str(e).splitlines()), file=sys.stderr)
         return 2
@@ -188,9 +193,9 @@ def main(argv=None):
         print(f"TensorBoard for grid {grid.name} ({logdirs.count(',') + 1} runs): http://localhost:{port}/", flush=True)
         os.execv(sys.executable, [sys.executable, "-m", "tensorboard.main", "--logdir_spec", logdirs,
                                   "--port", port, "--bind_all" if os.environ.get("XFER_TB_BIND_ALL") else "--host=localhost"])
-    print(summary(grid, runs), flush=True)
+    print(summary(planned), flush=True)
     if args.command == "fetch":
-        fetch(grid, runs)
+        fetch(planned)
         return 0
     if args.command == "plan":
         from xfer.bench import describe_estimate, estimate_gpu_hours, gpu_samples_per_second
@@ -214,21 +219,21 @@ def main(argv=None):
         from xfer.grid import slurm as cluster
 
         try:
-            submitted = cluster.submit(args.params, args.overrides)
+            submitted = cluster.submit(planned)
         except cluster.SubmitError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
         print(f"submitted {len(submitted)} runs to Slurm; `make status PARAMS={args.params}` shows them", flush=True)
         if args.detach:
             return 0
-        table = cluster.wait(args.params, args.overrides)
+        table = cluster.wait(planned)
         print(cluster.describe(table), flush=True)
         failed = sum(len(t["failed"]) for t in table.values())
         if failed:
             error = f"{failed} runs failed on Slurm; the report lists them"
     elif args.command in ("run", "all"):
         try:
-            counts = run_looks(args.params, grid, args.overrides)
+            counts = run_looks(planned)
         except GridStopped as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
@@ -241,7 +246,7 @@ def main(argv=None):
             error = f"{counts['failed']} runs failed and {counts['skipped']} were skipped; the report lists them"
     if args.command in ("report", "all"):  # the report renders whatever failed, then the exit code says so
         try:
-            failures = read_json(report(args.params, args.overrides) / "grid.json")["failures"]
+            failures = read_json(report(planned) / "grid.json")["failures"]
         except NoResults as e:
             failures, error = [], "; ".join(filter(None, (error, str(e))))
         except OSError as e:  # a full disk or a read-only report folder: which file, and why
@@ -261,8 +266,8 @@ def interactive(phase: str, params: dict | None, upstream: str | None, folder: s
     pretrained encoder), writing to runs/interactive/<phase>/. The runner always passes all three."""
     if params is not None and upstream is not None and folder is not None:
         return params, upstream, Path(folder)
-    grid, runs = plan(preset)
-    pre = runs["pretrained"][0]
+    planned = plan(preset)
+    grid, runs, pre = planned.grid, planned.runs, planned.pretrained
     if not is_done(pre):
         prepare_pretrained(grid, pre)
     scratch = runs_dir() / "interactive"

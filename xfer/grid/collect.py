@@ -9,9 +9,9 @@ import itertools
 import os
 from pathlib import Path
 
-from xfer.config import Grid, Run, select_seeds
+from xfer.config import Grid, Run
 from xfer.grid.execute import RunLog, is_done, run_dir, state
-from xfer.grid.plan import PHASES, plan
+from xfer.grid.plan import PHASES, Plan
 from xfer.hub import revisions
 from xfer.paths import checkout, data_dir, package_file, read_json, root, write_json, writing
 from xfer.tasks import get_task
@@ -69,17 +69,17 @@ def _training_row(run: Run, by_id: dict) -> dict:
             "train_seconds": m.get("train_seconds")}
 
 
-def collect(path: str | Path, overrides: list[str] = ()) -> Path:
+def collect(plan: Plan) -> Path:
     """Write `<report_dir>/results.csv` (one row per evaluated run × language), `controls.csv`
     (the random-weights control), `training.csv` (one row per training run) and `grid.json`."""
     import pandas as pd
 
     from xfer.report import analysis_plan
 
-    grid, runs = plan(path, overrides)
-    by_id = {r.id: r for rs in runs.values() for r in rs}
+    grid, by_id = plan.grid, plan.by_id
     if grid.analysis.sequential:  # the seeds of looks the rule never reached are not failures
-        runs = select_seeds(runs, grid.seeds[:reached(grid, runs)])
+        plan = plan.seeds(grid.seeds[:reached(grid, plan.runs)])
+    runs = plan.runs
     rows, failures = [], []
     for phase in PHASES:
         for run in runs[phase]:
@@ -139,14 +139,13 @@ def collect(path: str | Path, overrides: list[str] = ()) -> Path:
             table.to_csv(tmp, index=False)
             os.replace(tmp, out / name)
     write_json(out / "grid.json", {
-        "name": grid.name, "params": grid.model_dump(mode="json"), "overrides": list(overrides),
+        "name": grid.name, "params": grid.model_dump(mode="json"), "overrides": list(plan.overrides),
         "model": describe_model(grid),
         "low_resource": {"definition": grid.low_resource},
         "analysis": analysis_plan(grid),
-        "preregistration": registration(grid, runs),
+        "preregistration": registration(plan),
         "runs": {p: len(runs[p]) for p in PHASES}, "failures": failures,
-        "provenance": {**provenance(runs["pretrained"][0].params["data"]["checksums"]),
-                       "hub_revisions": _hub_revisions(runs["pretrained"][0])},
+        "provenance": {**provenance(plan.data["checksums"]), "hub_revisions": _hub_revisions(plan.pretrained)},
     })
     return out
 
@@ -158,11 +157,12 @@ def reached(grid: Grid, runs: dict[str, list[Run]]) -> int:
     return next(n for n in grid.analysis.sequential.looks if n >= last)
 
 
-def registration(grid: Grid, runs: dict[str, list[Run]]) -> dict:
+def registration(plan: Plan) -> dict:
     """The grid's pre-registration record (written now if there is none, with the number of
     evaluations already finished), checked against the plans its finished evaluations recorded."""
     from xfer.report import checked_registration, preregister
 
+    grid, runs = plan.grid, plan.runs
     done = [ev for ev in runs["evaluate"] if is_done(ev)]
     recorded = []
     for ev in done:
@@ -170,7 +170,7 @@ def registration(grid: Grid, runs: dict[str, list[Run]]) -> dict:
             recorded.append(read_json(run_dir(ev) / "params.json").get("preregistration"))
         except (OSError, ValueError, AttributeError):  # a run from before the record, or a damaged params.json
             pass
-    return checked_registration(preregister(grid, runs["pretrained"][0].id, len(done), len(runs["evaluate"])), recorded)
+    return checked_registration(preregister(grid, plan.pretrained.id, len(done), len(runs["evaluate"])), recorded)
 
 
 def _hub_revisions(pretrained: Run) -> dict:
@@ -205,12 +205,12 @@ def provenance(checksums: dict) -> dict:
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
-def report(path: str | Path, overrides: list[str] = ()) -> Path:
+def report(plan: Plan) -> Path:
     import papermill as pm
 
     from xfer.report import bottom_line, publish_runs, publishable, render
 
-    out = collect(path, overrides)
+    out = collect(plan)
     if (out / "results.csv").read_text().count("\n") < 2:  # no row under the header (or no header)
         raise NoResults("no results yet: run `make run` (or `xfer run <params>`) first")
     publish_runs(out)  # <report_dir>/runs/: the notebooks the report's numbers link to

@@ -12,36 +12,33 @@ import signal
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from pathlib import Path
 
-from xfer.config import Grid, Run, select_seeds
+from xfer.config import Run
 from xfer.grid import execute
 from xfer.grid.collect import collect
 from xfer.grid.execute import Lock, is_done, lock_timeout, run_dir, say, take
-from xfer.grid.plan import PHASES, plan
+from xfer.grid.plan import PHASES, Plan
 from xfer.paths import runs_dir
 
 
-def run_grid(path: str | Path, phases=PHASES, overrides: list[str] = (), jobs: int | None = None,
-             seeds: list[int] | None = None) -> dict:
+def run_grid(plan: Plan, phases=PHASES, jobs: int | None = None, seeds: list[int] | None = None) -> dict:
     """Run what is not done, in plan order, `jobs` runs at once (default: the grid's
     `executor.jobs`): a run starts once its upstream run is done. Runs execute in `jobs` worker
     processes (a run's log.txt takes its worker's stderr; with several jobs, cores // jobs torch
     threads each), which fork their notebook kernels warm (`xfer.kernel`) on a CPU machine.
     `seeds`: only the runs those seeds need (one look of a sequential design)."""
-    grid, runs = plan(path, overrides)
     if seeds is not None:
-        runs = select_seeds(runs, seeds)
+        plan = plan.seeds(seeds)
+    grid, runs, by_id = plan.grid, plan.runs, plan.by_id
     from xfer.report import preregister
 
     # the analysis plan, fixed before the first run (in the runs folder, whatever the report_dir)
-    reg = preregister(grid, runs["pretrained"][0].id, sum(is_done(r) for r in runs["evaluate"]), len(runs["evaluate"]))
+    reg = preregister(grid, plan.pretrained.id, sum(is_done(r) for r in runs["evaluate"]), len(runs["evaluate"]))
     registration = None if "problem" in reg else {"hash": reg["hash"], "time": reg["time"]}
     os.environ["XFER_RUNNER_PID"] = str(os.getpid())  # the kernels it starts stop if it is killed
     jobs = jobs or grid.executor.local_jobs()
     if jobs > 1 and not os.environ.get("XFER_THREADS"):
         os.environ["XFER_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))  # the kernels inherit it
-    by_id = {r.id: r for rs in runs.values() for r in rs}
     failed: dict[str, dict] = {}
     counts = {"done": 0, "ran": 0, "failed": 0, "skipped": 0}
     total = sum(len(runs[p]) for p in phases)
@@ -126,36 +123,37 @@ def run_grid(path: str | Path, phases=PHASES, overrides: list[str] = (), jobs: i
     return counts
 
 
-def run_looks(path: str | Path, grid: Grid, overrides: list[str] = ()) -> dict:
+def run_looks(plan: Plan) -> dict:
     """Run the grid; with `analysis.sequential`, look by look: the first look's seeds, then the
     primary test on the finished seeds (`xfer.stats.primary`, the report's own rule), and the next
     look's seeds only while some target is undecided. A rerun recomputes each look's
     decision from the finished runs, so it stops where the first run stopped."""
+    grid = plan.grid
     seq = grid.analysis.sequential
     if seq is None:
-        return run_grid(path, overrides=overrides)
+        return run_grid(plan)
     counts: dict = {}
     for k, n in enumerate(seq.looks):
         print(f"look {k + 1} of {len(seq.looks)}: seeds {', '.join(map(str, grid.seeds[:n]))}", flush=True)
-        done = run_grid(path, overrides=overrides, seeds=grid.seeds[:n])
+        done = run_grid(plan, seeds=grid.seeds[:n])
         counts = {key: counts.get(key, 0) + v for key, v in done.items()}
         if done["failed"] + done["skipped"]:
             print(f"look {k + 1}: runs failed; the sequential test stops here (the report says so)", flush=True)
             break
-        line, decided = look_decision(path, overrides)
+        line, decided = look_decision(plan)
         print(line, flush=True)
         if decided:
             break
     return counts
 
 
-def look_decision(path: str | Path, overrides: list[str] = ()) -> tuple[str, bool]:
+def look_decision(plan: Plan) -> tuple[str, bool]:
     """The primary test on the runs finished so far, as one line per target, and whether every
     target has decided (an effect, equivalence or futility): the rule the report applies."""
     from xfer import analysis as A
     from xfer import stats
 
-    out = collect(path, overrides)
+    out = collect(plan)
     results, info = A.load_results(out)
     if results.empty:
         return "no results yet", False

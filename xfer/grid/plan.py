@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 
-from xfer.config import ConfigError, Grid, Run, TargetConfig, expand, load_grid
+from xfer.config import ConfigError, Grid, Run, TargetConfig, expand, load_grid, select_seeds
 from xfer.data import read_checked
 from xfer.grid.execute import lock_timeout
 from xfer.paths import data_dir
@@ -190,11 +192,39 @@ def expected_runs(grid: Grid) -> int:
     return len(grid.seeds) * (inter + 2 * len(grid.targets) * upstreams) * (1 + grid.random_init_control)
 
 
-def plan(path: str | Path, overrides: list[str] = ()) -> tuple[Grid, dict[str, list[Run]]]:
+@dataclass(frozen=True)
+class Plan:
+    """A validated grid and its runs by phase: built once by the command (`plan`) and handed to the
+    executors, the collector, the bench and the report, so nothing downstream plans again from a path."""
+
+    grid: Grid
+    runs: dict[str, list[Run]]
+    overrides: tuple[str, ...] = ()  # the command's --set, as the report records them
+
+    @property
+    def pretrained(self) -> Run:
+        """The pretrained encoder's run: every chain starts from it, and its id holds the data signature."""
+        return self.runs["pretrained"][0]
+
+    @property
+    def data(self) -> dict:
+        """The data signature (`validate`): the files read with their sha256, the languages per target."""
+        return self.pretrained.params["data"]
+
+    @cached_property
+    def by_id(self) -> dict[str, Run]:
+        return {r.id: r for rs in self.runs.values() for r in rs}
+
+    def seeds(self, seeds) -> Plan:
+        """The runs those seeds need (`xfer.config.select_seeds`): one look of a sequential design."""
+        return replace(self, runs=select_seeds(self.runs, seeds))
+
+
+def plan(path: str | Path, overrides: list[str] = ()) -> Plan:
     lock_timeout()  # the environment's settings are checked with the params, before any compute
     grid = load_grid(path, overrides)
     if (n := expected_runs(grid)) > MAX_RUNS:
         raise ConfigError(f"seeds: the grid expands to up to {n:,} runs ({len(grid.seeds)} seeds); allowed: at most "
                           f"{MAX_RUNS:,} runs per grid (fewer seeds, sizes or languages; split a larger study)")
     grid, signature = validate(grid)
-    return grid, expand(grid, signature)
+    return Plan(grid, expand(grid, signature), tuple(overrides))

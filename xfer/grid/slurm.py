@@ -116,24 +116,22 @@ def _queued() -> int:
     return len(out.stdout.split()) if out.returncode == 0 else 0
 
 
-def submit(params: str | Path, overrides: list[str] = ()) -> dict[str, dict]:
+def submit(p: plan.Plan) -> dict[str, dict]:
     """Submit every run of the grid that is neither done nor queued; returns {run id: {phase, job}}
     of what it submitted. What is done is decided here, before submitting, from the run folders;
     a run whose recorded job is still pending or running is joined, not submitted again (its
     downstream jobs wait on that job), so a second call submits nothing."""
     from xfer.report import preregister
 
-    grid, runs = plan.plan(params, overrides)
+    grid, runs, by_id = p.grid, p.runs, p.by_id
     # the analysis plan, fixed before the first job starts (as the local runner does)
-    reg = preregister(grid, runs["pretrained"][0].id, sum(execute.is_done(r) for r in runs["evaluate"]),
-                      len(runs["evaluate"]))
+    reg = preregister(grid, p.pretrained.id, sum(execute.is_done(r) for r in runs["evaluate"]), len(runs["evaluate"]))
     registration = None if "problem" in reg else {"hash": reg["hash"], "time": reg["time"]}
     record_path(grid).parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(record_path(grid).with_suffix(".lock"))):  # two `make run` of one grid: one at a time
         record = read_json(record_path(grid)) if record_path(grid).exists() else {}
         states = job_states([v["job"] for v in record.values()])
         queued = {rid: v["job"] for rid, v in record.items() if states.get(v["job"], ("",))[0] in ACTIVE}
-        by_id = {r.id: r for rs in runs.values() for r in rs}
         todo = {phase: [r for r in runs[phase] if r.id not in queued and not execute.is_done(r)]
                 for phase in plan.PHASES}
         limits = cluster_limits()
@@ -205,28 +203,32 @@ def on_record(params: str | Path, overrides: list[str] = ()) -> bool:
     return grid.executor.kind == "slurm" or record_path(grid).exists()
 
 
-def status(params: str | Path, overrides: list[str] = ()) -> dict[str, dict[str, list]]:
+def status(p: plan.Plan) -> dict[str, dict[str, list]]:
     """Per phase: (run id, job, notebook) done / running / pending / failed / not submitted. A run
     whose job ended without finishing it gets the job, its state and Slurm's reason in its
     error.json (beside the run's own error, if it left one: a scancel shows as "Kernel died" from
-    inside), so `make report` lists it with the cause. When the grid cannot be planned (a data
-    file is damaged) the runs on record are reported, from their folders and Slurm, with a note."""
+    inside), so `make report` lists it with the cause."""
+    return _table(p.grid, [r for phase in plan.PHASES for r in p.runs[phase]])
+
+
+def status_on_record(params: str | Path, overrides: list[str], why: Exception) -> dict[str, dict[str, list]]:
+    """`status` when the grid cannot be planned (a data file is damaged): the runs on record,
+    from their folders and Slurm, with a note; `why` again when nothing is on record."""
     from types import SimpleNamespace
 
-    from xfer.config import ConfigError, load_grid
+    from xfer.config import load_grid
 
-    try:
-        grid, runs = plan.plan(params, overrides)
-        planned = [SimpleNamespace(phase=r.phase, id=r.id) for p in plan.PHASES for r in runs[p]]
-        record = read_json(record_path(grid)) if record_path(grid).exists() else {}
-    except ConfigError as e:
-        grid = load_grid(params, overrides)
-        record = read_json(record_path(grid)) if record_path(grid).exists() else {}
-        if not record:
-            raise
-        print(f"note: the grid cannot be planned ({' '.join(str(e).split())[:300]}); showing the "
-              f"{len(record)} runs on record in {record_path(grid)}", file=sys.stderr, flush=True)
-        planned = [SimpleNamespace(phase=v["phase"], id=rid) for rid, v in record.items()]
+    grid = load_grid(params, overrides)
+    record = read_json(record_path(grid)) if record_path(grid).exists() else {}
+    if not record:
+        raise why
+    print(f"note: the grid cannot be planned ({' '.join(str(why).split())[:300]}); showing the "
+          f"{len(record)} runs on record in {record_path(grid)}", file=sys.stderr, flush=True)
+    return _table(grid, [SimpleNamespace(phase=v["phase"], id=rid) for rid, v in record.items()])
+
+
+def _table(grid, planned: list) -> dict[str, dict[str, list]]:
+    record = read_json(record_path(grid)) if record_path(grid).exists() else {}
     states = job_states([v["job"] for v in record.values()])
     table = {phase: {k: [] for k in ("done", "running", "pending", "failed", "not submitted")}
              for phase in plan.PHASES}
@@ -273,14 +275,14 @@ def describe(table: dict, limit: int = 20) -> str:
     return "\n".join(lines)
 
 
-def wait(params: str | Path, overrides: list[str] = (), poll: float = 10.0, timeout: float | None = None) -> dict:
+def wait(p: plan.Plan, poll: float = 10.0, timeout: float | None = None) -> dict:
     """Poll until no job of the grid is pending or running, with one progress bar over the grid."""
     from tqdm.auto import tqdm
 
     t0 = time.time()
     with tqdm(desc="grid on Slurm", unit="run", file=sys.stdout) as bar:
         while True:
-            table = status(params, overrides)
+            table = status(p)
             total = sum(len(v) for t in table.values() for v in t.values())
             finished = sum(len(t["done"]) + len(t["failed"]) for t in table.values())
             bar.total, bar.n = total, finished
