@@ -629,9 +629,9 @@ def test_reports_at_once_and_a_kill_while_printing(grid, tmp_path):
     """Two reports of one grid at once both finish (no shared temp folder); a report killed (-9)
     while chromium prints leaves the last good PDF and HTML in place and no chromium process;
     its temp folder lies in the report folder, and the next render clears it."""
-    from xfer import report
+    from xfer import publish
 
-    if report._chromium()[1]:
+    if publish._chromium()[1]:
         pytest.skip("no chromium here to print the PDF")
     path, _ = grid
     out = tmp_path / "report"
@@ -658,7 +658,7 @@ def test_reports_at_once_and_a_kill_while_printing(grid, tmp_path):
     assert gone_within(everyone, 30) == set()
     assert (out / "report.pdf").read_bytes() == pdf and (out / "index.html").read_bytes() == index
     assert [p.name for p in out.glob(".pdf-*")] == [f".pdf-{proc.pid}"]  # in the report folder, not in /tmp
-    report.render(out / "report.ipynb", out)  # the next render clears what the killed one left
+    publish.render(out / "report.ipynb", out)  # the next render clears what the killed one left
     assert not list(out.glob(".pdf-*")) and (out / "report.pdf").read_bytes().startswith(b"%PDF")
 
 

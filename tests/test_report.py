@@ -19,7 +19,7 @@ import pytest
 from jupyter_client.kernelspec import KernelSpecManager
 
 from test_analysis import LANGS, make_results, write_results
-from xfer import report
+from xfer import publish, report
 from xfer.paths import root
 
 NOTEBOOK = root() / "notebooks" / "04_report.ipynb"
@@ -58,13 +58,13 @@ def rendered(tmp_path_factory):
             nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(f"# {phase} run {rid}")])
             nbformat.write(nb, runs / phase / rid / "notebook.ipynb")
             (runs / phase / rid / "metrics.json").write_text('{"scores": {}}')
-    report.publish_runs(results_dir, runs)
+    publish.publish_runs(results_dir, runs)
     executed = tmp / "04_report.ipynb"
     pm.execute_notebook(NOTEBOOK, executed, kernel_name="python3", parameters={"results_dir": str(results_dir)},
                         cwd=str(root()), progress_bar=False)
     site = results_dir  # as `xfer report` does: the report beside its results and its runs/ copy
     try:
-        report.render(executed, site)
+        publish.render(executed, site)
         missing = None
     except RuntimeError as e:  # chromium absent: the HTML is still there
         if "apt-get install chromium" not in str(e):
@@ -196,7 +196,7 @@ def test_render_without_chromium_writes_html_keeps_old_pdf_and_says_how_to_add_i
     old = b"%PDF-1.4 an earlier report"
     (tmp_path / "report.pdf").write_bytes(old)
     env = {**os.environ, "XFER_CHROMIUM": "no-such-chromium", "PATH": str(Path(sys.executable).parent)}
-    code = "import sys; from xfer.report import render; print(sorted(render(sys.argv[1], sys.argv[2])))"
+    code = "import sys; from xfer.publish import render; print(sorted(render(sys.argv[1], sys.argv[2])))"
     proc = subprocess.run([sys.executable, "-c", code, str(rendered["executed"]), str(tmp_path)], env=env,
                           cwd=root(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -215,7 +215,7 @@ def test_disk_full_while_the_html_is_written_keeps_the_last_report(rendered, tmp
         pytest.skip("no user/mount namespaces here to mount a small tmpfs")
     disk = tmp_path / "disk"
     disk.mkdir()
-    code = ("import sys\nfrom xfer.report import render\ntry:\n    render(sys.argv[1], sys.argv[2])\n"
+    code = ("import sys\nfrom xfer.publish import render\ntry:\n    render(sys.argv[1], sys.argv[2])\n"
             "except OSError as e:\n    print(e.filename, e.strerror, sep='|')\n    sys.exit(3)")
     script = textwrap.dedent(f"""\
         mount -t tmpfs -o size=1m tmpfs {disk} || exit 99

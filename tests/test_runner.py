@@ -148,7 +148,7 @@ def test_grid_runs_once_then_skips(finished_micro, monkeypatch):
     assert f'href="runs/evaluate/{ev.id}/notebook.html"' in (out / "index.html").read_text()
     assert not list((out / "runs").rglob("checkpoint"))
     # the terminal ends with the report's bottom line
-    from xfer.report import bottom_line
+    from xfer.publish import bottom_line
 
     assert bottom_line(out / "report.ipynb") and rep.stdout.rstrip().endswith(bottom_line(out / "report.ipynb"))
     # the folder moves and publishes as it is: no path of this machine's project, runs or data in any

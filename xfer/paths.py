@@ -152,15 +152,15 @@ def portable(text: str) -> str:
 
 
 @contextlib.contextmanager
-def writing(tmp: Path):
+def writing(tmp: Path, name: Path | None = None):
     """Around writing a temp file or folder: if it fails, remove it, and make an OSError name
-    it, so a full disk leaves nothing half-written and says where."""
+    it (or `name`, the file it is to replace), so a full disk leaves nothing half-written and says where."""
     try:
         yield tmp
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
         if isinstance(e, OSError) and not e.filename:
-            raise OSError(e.errno, e.strerror, str(tmp)) from e
+            raise OSError(e.errno, e.strerror, str(name or tmp)) from e
         raise
 
 

@@ -208,7 +208,7 @@ def provenance(checksums: dict) -> dict:
 def report(plan: Plan) -> Path:
     import papermill as pm
 
-    from xfer.report import bottom_line, publish_runs, publishable, render
+    from xfer.publish import bottom_line, publish_runs, publishable, render
 
     out = collect(plan)
     if (out / "results.csv").read_text().count("\n") < 2:  # no row under the header (or no header)
