@@ -11,6 +11,9 @@ throughput as one run on every core against one single-threaded run per core (`x
 Also evaluation sentences/s. `estimate_gpu_hours` turns a rate into GPU hours for a planned grid.
 
     python -m xfer.bench [--params params/smoke.yaml]     # writes bench/bench-<device>.json
+
+One concern, the speed figures `make bench` and `make gpu-check` write, and the GPU-hour estimate
+`make plan` derives from them.
 """
 
 from __future__ import annotations

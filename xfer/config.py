@@ -1,7 +1,10 @@
 """A study is data: a YAML grid, validated into objects, expanded into runs with stable ids.
 
 Each run's id is a hash of its own parameters and its upstream run's id, so a changed
-setting gives new runs and an unchanged one is found done on disk and skipped."""
+setting gives new runs and an unchanged one is found done on disk and skipped.
+
+One concern, the grid's schema: every setting a params file may hold, its allowed values and
+the message naming them, kept together so one file reads as the reference of a params file."""
 
 from __future__ import annotations
 

@@ -15,7 +15,10 @@ sampled, so a language's own size trend is part of what is measured, not noise.
 Everything else here is exploratory and labelled so: run-level correlations (pingouin), a mixed model
 on the language-level Δ, sensitivity to the low-resource definition. tests/test_calibration.py and
 tests/test_sequential.py check the error rate of every interval and p-value the report prints by
-simulation on grids of the real structure."""
+simulation on grids of the real structure.
+
+One concern, every number with an error rate the report quotes: the tests, their intervals, the
+power and the plan's MDE, kept in one file so their calibration tests have one place to check."""
 
 from __future__ import annotations
 

@@ -6,7 +6,9 @@ encoder is evaluated as it is, so these tasks have no train split. Ties rank the
 that comes first in the pool first, so every score is reproducible.
 
 An example is one query: {"id", "text", "gold": ids of its right candidates, "pool"}; the
-examples of one language share one `Pool`, the candidates they are ranked against."""
+examples of one language share one `Pool`, the candidates they are ranked against.
+
+One concern, the retrieval family: its four tasks share the pooling, the ranking and the scores."""
 
 from __future__ import annotations
 
