@@ -170,9 +170,9 @@ def test_phases_split_to_max_array_size_and_a_second_submission_joins(micro_grid
         grid_file = micro_grid(steps=4)
         overrides = ["intermediate.languages=[sw, en]"] + RESOURCES
         planned = plan.plan(grid_file, overrides)
-        grid, runs = planned.grid, planned.runs
+        runs = planned.runs
         assert len(runs["evaluate"]) == 3 and slurm.cluster_limits()["MaxArraySize"] == 2
-        assert "--array=0-1%2 + --array=0-0%1" in slurm.describe_plan(grid, runs)
+        assert "--array=0-1%2 + --array=0-0%1" in slurm.describe_plan(planned)
         first = slurm.submit(planned)
         assert slurm.submit(planned) == {}  # joined: nothing submitted twice
         assert "already queued on Slurm: joined" in capsys.readouterr().out

@@ -81,7 +81,7 @@ def test_study_in_miniature_on_slurm_through_the_hub(cluster, hub, tmp_path, cap
     assert grid.model.source == "hub" and grid.model.name == "FacebookAI/xlm-roberta-large"
     assert len(grid.intermediate.languages_of("xnli")) == 6 and len(grid.targets) == 6
     assert {r.params["train"]["grad_accum"] for r in runs["target"]} == {4}
-    assert "evaluate        2 jobs (42 runs, 21 per job)" in slurm.describe_plan(grid, runs)
+    assert "evaluate        2 jobs (42 runs, 21 per job)" in slurm.describe_plan(planned)
     t0 = time.time()
     rc = runner.main(["all", str(STUDY), "--executor", "slurm", *args])  # make report EXECUTOR=slurm SET=...
     out = capsys.readouterr().out

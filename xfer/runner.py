@@ -213,7 +213,7 @@ def main(argv=None):
         if slurm:
             from xfer.grid.slurm import describe_plan
 
-            print(describe_plan(grid, runs), flush=True)
+            print(describe_plan(planned), flush=True)
     error = None
     if args.command in ("run", "all") and slurm:
         from xfer.grid import slurm as cluster

@@ -296,11 +296,10 @@ def wait(p: plan.Plan, poll: float = 10.0, timeout: float | None = None) -> dict
             time.sleep(poll)
 
 
-def describe_plan(grid, runs: dict) -> str:
+def describe_plan(p: plan.Plan) -> str:
     """What `submit` would send: one array per phase (runs not done), its resources and its
     dependency, as `make plan` prints it for a grid whose executor is slurm."""
-
-    by_id = {r.id: r for rs in runs.values() for r in rs}
+    grid, runs, by_id = p.grid, p.runs, p.by_id
     try:
         limits, said = cluster_limits(), "this cluster's"
     except (OSError, RuntimeError):  # no Slurm client here: Slurm's default
