@@ -251,10 +251,10 @@ def test_plan_prints_the_estimand_and_the_mde(data):
     assert "primary estimand" in text and "per seed, the slope of D" in text and "equivalence within ±0.5" in text
     mde = float(text.split("minimum detectable slope at 80 % power, udpos: ")[1].split()[0])
     assert 0.5 < mde < 1000 and "run SD 1.00" in text and "warning: the minimum detectable slope exceeds" in text
-    grid, runs = plan(root() / "params" / "cpu.yaml", ["seeds=[1,2,3,4,5,6,7,8,9,10]",
-                                                       "intermediate.sizes=[0,10,30,100,300,1000]",
-                                                       "analysis.primary.smallest_effect=5"])
-    text = stats.plan_lines(grid, runs)
+    planned = plan(root() / "params" / "cpu.yaml", ["seeds=[1,2,3,4,5,6,7,8,9,10]",
+                                                    "intermediate.sizes=[0,10,30,100,300,1000]",
+                                                    "analysis.primary.smallest_effect=5"])
+    text = stats.plan_lines(planned.grid, planned.runs)
     assert "warning" not in text
 
 
