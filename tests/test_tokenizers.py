@@ -52,3 +52,26 @@ def test_wordpiece_tokenizer_through_all_three_phases(micro_grid, wordpiece_bert
     for run in (runs_dir() / "evaluate").glob("[!.]*"):
         scores = json.loads((run / "metrics.json").read_text())["scores"]
         assert set(scores) == {"en", "yo", "wo"} and all(0 <= s["score"] <= 100 for s in scores.values())
+
+
+def test_a_tokenizer_is_loaded_once_per_process_and_no_call_leaks_into_the_next(scratch, tmp_path):
+    """XLM-R's 250k pieces cost about 2 s a load, so a process keeps them; a call's truncation and
+    padding must still not reach the next caller, nor the files a checkpoint saves."""
+    from xfer.models import save_checkpoint
+
+    folder, _ = scratch
+    text = "the cat sat on the mat and then it sat on the hat"
+    tok = load_tokenizer(folder)
+    full = tok(text)["input_ids"]
+    assert len(tok([text, "a"], truncation=True, max_length=4, padding="max_length")["input_ids"][1]) == 4
+    again = load_tokenizer(folder)
+    assert again is tok and again(text)["input_ids"] == full
+    assert again.backend_tokenizer.truncation is None and again.backend_tokenizer.padding is None
+    # a checkpoint saved after a truncating call stores the files it was loaded from, byte for byte
+    tok(text, truncation=True, max_length=4)
+    model = BertModel(BertConfig(vocab_size=len(tok), hidden_size=8, num_hidden_layers=1, num_attention_heads=1,
+                                 intermediate_size=8))
+    saved = save_checkpoint(model, tok, tmp_path / "ckpt")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        assert (saved / name).read_bytes() == (folder / name).read_bytes(), name
+    assert tok.backend_tokenizer.truncation["max_length"] == 4  # the caller's own state, given back

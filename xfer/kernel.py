@@ -22,6 +22,7 @@ import sys
 import tempfile
 import threading
 import uuid
+from pathlib import Path
 
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.provisioning import LocalProvisioner
@@ -30,8 +31,16 @@ from traitlets import CaselessStrEnum
 # what a phase notebook imports anyway; a module that fails to import is skipped by the server
 PRELOAD = ["torch", "transformers", "transformers.modeling_utils", "transformers.models.bert.modeling_bert",
            "transformers.models.xlm_roberta.modeling_xlm_roberta", "tokenizers", "pandas", "ipykernel.kernelapp",
-           "xfer.loop", "xfer.train", "xfer.evaluate", "xfer.multitask", "xfer.runner"]
+           "xfer.loop", "xfer.train", "xfer.evaluate", "xfer.multitask", "xfer.runner", "xfer.models.warm"]
 LAUNCHER = ["-m", "ipykernel_launcher"]
+
+
+def warm_tokenizer(checkpoint: str) -> None:
+    """Have the fork server, if it is not started yet, load `checkpoint`'s tokenizer when it starts
+    (`xfer.models.warm`): a worker's first run names its upstream, and every checkpoint of a grid
+    stores the same tokenizer files. A hub id or any other folder is loaded by the kernel as before."""
+    if (Path(checkpoint) / "tokenizer.json").is_file():
+        os.environ.setdefault("XFER_WARM_TOKENIZER", str(checkpoint))
 
 
 def server():

@@ -199,6 +199,7 @@ def prepare_pretrained(grid: Grid, run: Run) -> None:
 # a fresh kernel per run over Unix sockets (xfer.kernel: TCP ports can collide between processes starting
 # kernels at once, here or in another job on the node); forked warm in CPU workers and packed Slurm jobs
 KERNEL_MANAGER = "xfer.kernel.IpcKernelManager"
+WARM = "xfer.kernel.WarmKernelManager"  # what local workers and packed Slurm jobs set it to on a CPU machine
 
 
 def execute(run: Run, upstream: str, log=None, registration: dict | None = None) -> None:
@@ -217,6 +218,10 @@ def execute(run: Run, upstream: str, log=None, registration: dict | None = None)
                                         "hub_revisions": revisions(tasks),  # outside params: not in the run id
                                         **({"preregistration": registration} if registration else {})})
     tmp = folder / ".notebook.partial.ipynb"
+    if KERNEL_MANAGER == WARM:
+        from xfer.kernel import warm_tokenizer
+
+        warm_tokenizer(upstream)
     try:
         pm.execute_notebook(
             str(package_file("notebooks", NOTEBOOKS[run.phase])), str(tmp),

@@ -210,7 +210,7 @@ def worker_init(warm: bool = True, runner: int | None = None) -> None:
     # leaves registered: the resource tracker then warns of it as leaked. Its bars go to the run's log.
     tqdm.tqdm.set_lock(threading.RLock())
     if warm:
-        execute.KERNEL_MANAGER = "xfer.kernel.WarmKernelManager"  # read by execute.execute
+        execute.KERNEL_MANAGER = execute.WARM  # read by execute.execute
 
 
 def measured(runs: dict[str, list[Run]], phases=PHASES) -> dict[str, list[float]]:

@@ -55,7 +55,7 @@ class RunJob(submitit.helpers.Checkpointable):
             import torch
 
             if not torch.cuda.is_available():  # as run_grid's workers: warm kernels on CPU nodes only
-                execute.KERNEL_MANAGER = "xfer.kernel.WarmKernelManager"
+                execute.KERNEL_MANAGER = execute.WARM
         failed = []
         for run, upstream in zip(runs, upstreams):
             label = f"{run.phase} {run.id} (Slurm job {os.environ.get('SLURM_JOB_ID', '?')})"

