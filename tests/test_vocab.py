@@ -121,3 +121,27 @@ def test_trimmed_e5_matches_full(tmp_path):
     ref = hidden(full, batch["input_ids"], batch["attention_mask"])
     got = hidden(small, apply_id_map(batch["input_ids"], load_id_map(small)), batch["attention_mask"])
     assert (ref - got).abs().max().item() <= 1e-5
+
+
+def test_kept_ids_come_from_the_cache_only_for_the_same_bytes(scratch, data, tmp_path, monkeypatch):
+    """The ids a trimmed vocabulary keeps are kept per data content and tokenizer: the cache gives
+    what a fresh read gives, and a file changed under the same name is read again."""
+    from xfer.data import data_token_ids
+
+    _, tok = scratch
+    monkeypatch.setenv("XFER_CACHE", str(tmp_path / "cache"))
+    farm = tmp_path / "data" / "xtreme" / "panx"
+    farm.mkdir(parents=True)
+    (farm / "train-sw.tsv").write_bytes((data / "xtreme" / "panx" / "train-sw.tsv").read_bytes())
+    monkeypatch.setenv("XFER_DATA_DIR", str(tmp_path / "data"))
+    files = [["panx", "sw", "train"]]
+    fresh = data_token_ids(files, tok)
+    assert len(list((tmp_path / "cache" / "token-ids").glob("*.npy"))) == 1
+    assert np.array_equal(data_token_ids(files, tok), fresh)
+    word = "Zyxwvutsrqponmlk"
+    new = set(tok(word, add_special_tokens=False)["input_ids"]) - set(fresh.tolist())
+    assert new  # pieces the corpus did not use
+    with open(farm / "train-sw.tsv", "a") as f:
+        f.write(f"\n{word}\tB-PER\n")
+    changed = data_token_ids(files, tok)
+    assert new <= set(changed.tolist()) and len(list((tmp_path / "cache" / "token-ids").glob("*.npy"))) == 2

@@ -5,6 +5,7 @@ digests of the files a grid reads, which its run ids hash."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,12 @@ def evaluation_set(examples: list, max_examples: int | None, seed: int = 0) -> l
     return [examples[i] for i in subsample(len(examples), max_examples, seed)]
 
 
+def readers_version() -> int:
+    """When the task readers (xfer/tasks) last changed: what is kept of the files read with them
+    is read again after."""
+    return max(p.stat().st_mtime_ns for p in Path(__file__).with_name("tasks").glob("*.py"))
+
+
 def read_checked(task, lang: str, split: str) -> tuple[int, dict[str, str]]:
     """The number of examples in one language and split of a local task, every line of its files
     checked by the task's reader, and the sha256 of each file it reads (run ids hash them, so a
@@ -80,9 +87,8 @@ def read_checked(task, lang: str, split: str) -> tuple[int, dict[str, str]]:
         if digests.get(key, [None])[:2] != stamp:
             digests[key] = [*stamp, sha256_file(Path(key))]
             changed = True
-    readers = max(p.stat().st_mtime_ns for p in Path(__file__).with_name("tasks").glob("*.py"))
     key = f"{task.name} {lang} {split} {paths[0].resolve()}"
-    version = [sorted(stamps.items()), readers]
+    version = [sorted(stamps.items()), readers_version()]
     seen = cache.setdefault("examples", {}).get(key)
     if seen is None or seen[0] != json.loads(json.dumps(version)):
         seen = cache["examples"][key] = [version, len(task.load(lang, split))]
@@ -113,9 +119,27 @@ def dev_task(params: dict):
 
 def data_token_ids(files: list, tokenizer):
     """Ids of `tokenizer`, read off every (task, lang, split) file the study uses: the rows
-    vocabulary trimming keeps (and `xfer.carry` packs)."""
-    import numpy as np
+    vocabulary trimming keeps (and `xfer.carry` packs).
 
+    Encoding every file of a study takes seconds to minutes and recurs in each grid over the same
+    data, so local files' ids are kept in `<cache>/token-ids/`, under the files' sha256, the
+    tokenizer's own definition and the readers' version (hub data is read each time)."""
+    import hashlib
+
+    from xfer.models import as_defined
+    from xfer.paths import cache_dir, data_dir, writing
+
+    store = None
+    if data_dir() is not None:
+        digests = [read_checked(get_task(t), lang, split)[1] for t, lang, split in files]
+        with as_defined(tokenizer):
+            definition = hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest()
+        key = json.dumps([files, digests, definition, readers_version()], sort_keys=True)
+        store = cache_dir() / "token-ids" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.npy"
+        try:
+            return np.load(store)
+        except (OSError, ValueError):  # not kept yet, or damaged: it is only a cache
+            pass
     ids = set()
 
     def add(seq):  # a list of ids, or one list per choice / window
@@ -126,4 +150,14 @@ def data_token_ids(files: list, tokenizer):
         task = get_task(task_name)
         for f in task.encode(task.load(lang, split), tokenizer, 100_000):
             add(f["input_ids"])
-    return np.array(sorted(ids), dtype=np.int64)
+    found = np.array(sorted(ids), dtype=np.int64)
+    if store is not None:
+        try:
+            store.parent.mkdir(parents=True, exist_ok=True)
+            tmp = store.with_name(f".{store.name}.{os.getpid()}.npy")
+            with writing(tmp):
+                np.save(tmp, found)
+            os.replace(tmp, store)
+        except OSError:  # a read-only cache folder costs speed, not correctness
+            pass
+    return found
