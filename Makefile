@@ -7,7 +7,7 @@
 #   make status [PARAMS=...]             done / running / pending / failed per phase (Slurm job ids)
 #   make fetch  [PARAMS=...]             download a grid's hub datasets and model (e.g. on a login node)
 #   make tensorboard [PARAMS=...]        TensorBoard on the grid's training curves (http://localhost:6006)
-#   make test                            the test suite (real data from ../shared, tiny models)
+#   make test   [TEST_WORKERS=2]         the test suite (real data from ../shared, tiny models), on 2 xdist workers
 #   make test-long                       the study in miniature on Slurm and the time-limit requeue (slow)
 #   make model                           convert the offline mE5-small checkpoint (once per machine)
 #   make data                            unpack ../shared/data into data/raw (if XFER_DATA_DIR is unset)
@@ -61,8 +61,9 @@ fetch: setup
 tensorboard: setup $(DATA)
 	$(PY) -m xfer.runner tensorboard "$$XFER_PARAMS"
 
+TEST_WORKERS ?= 2
 test: setup $(DATA)
-	$(PY) -m pytest -q -m "not long" tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=15 -m "not long" tests
 
 test-long: setup $(DATA)
 	$(PY) -m pytest -q -m long tests

@@ -11,6 +11,14 @@ from xfer.models import build_scratch, load_tokenizer
 from xfer.paths import data_dir, root
 
 
+def pytest_collection_modifyitems(config, items):
+    """`make test` runs the suite on two xdist workers (`--dist loadgroup`): the tests that share the
+    session's finished micro grid go to one worker, so the grid runs once."""
+    for item in items:
+        if "finished_micro" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("finished_micro"))
+
+
 @pytest.fixture(scope="session")
 def data():
     """The real benchmark files (the Makefile unpacks ../shared/data into data/raw)."""
