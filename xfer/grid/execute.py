@@ -25,11 +25,10 @@ from filelock import FileLock, Timeout
 
 from xfer import record
 from xfer.config import ConfigError, Grid, ModelConfig, Run
-from xfer.data import data_token_ids
 from xfer.hub import revisions
 from xfer.paths import from_runs, package_file, read_json, root, runs_dir, to_runs, write_json
 
-
+PHASES = ("pretrained", "intermediate", "target", "evaluate")
 NOTEBOOKS = {"intermediate": "01_intermediate.ipynb", "target": "02_target.ipynb", "evaluate": "03_evaluate.ipynb"}
 
 
@@ -186,6 +185,8 @@ def prepare_pretrained(grid: Grid, run: Run) -> None:
     """Phase (i) runs in-process: it is a conversion, not an experiment."""
     from functools import partial
 
+    # not at the top: it imports torch, which a Slurm job's own process never needs
+    from xfer.data import data_token_ids
     from xfer.models import prepare
 
     folder = run_dir(run)

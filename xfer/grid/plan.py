@@ -12,13 +12,10 @@ from pathlib import Path
 
 from xfer.config import ConfigError, Grid, Run, TargetConfig, expand, load_grid, select_seeds
 from xfer.data import read_checked
-from xfer.grid.execute import lock_timeout
+from xfer.grid.execute import PHASES, lock_timeout  # noqa: F401 - PHASES: the grid's, read from here
 from xfer.paths import data_dir
 from xfer.tasks import TASKS, get_task
 from xfer.tasks.base import DataError
-
-
-PHASES = ("pretrained", "intermediate", "target", "evaluate")
 
 
 def _task(field: str, name: str):

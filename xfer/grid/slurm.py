@@ -26,12 +26,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import submitit
 from filelock import FileLock
 
-from xfer.grid import execute, plan
+from xfer.grid import execute
 from xfer.paths import read_json, runs_dir, write_json
+
+if TYPE_CHECKING:  # a job's own process unpickles RunJob from here: planning (tasks, torch) stays out of it
+    from xfer.grid.plan import Plan
 
 ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED", "REQUEUE_HOLD",
           "REQUEUE_FED", "SIGNALING", "STAGE_OUT", "STOPPED", "RESV_DEL_HOLD"}
@@ -116,7 +120,7 @@ def _queued() -> int:
     return len(out.stdout.split()) if out.returncode == 0 else 0
 
 
-def submit(p: plan.Plan) -> dict[str, dict]:
+def submit(p: Plan) -> dict[str, dict]:
     """Submit every run of the grid that is neither done nor queued; returns {run id: {phase, job}}
     of what it submitted. What is done is decided here, before submitting, from the run folders;
     a run whose recorded job is still pending or running is joined, not submitted again (its
@@ -133,7 +137,7 @@ def submit(p: plan.Plan) -> dict[str, dict]:
         states = job_states([v["job"] for v in record.values()])
         queued = {rid: v["job"] for rid, v in record.items() if states.get(v["job"], ("",))[0] in ACTIVE}
         todo = {phase: [r for r in runs[phase] if r.id not in queued and not execute.is_done(r)]
-                for phase in plan.PHASES}
+                for phase in execute.PHASES}
         limits = cluster_limits()
         todo = {phase: chunks(pending, grid.executor.resources(phase).runs_per_job) for phase, pending in todo.items()}
         n = sum(map(len, todo.values()))
@@ -203,12 +207,12 @@ def on_record(params: str | Path, overrides: list[str] = ()) -> bool:
     return grid.executor.kind == "slurm" or record_path(grid).exists()
 
 
-def status(p: plan.Plan) -> dict[str, dict[str, list]]:
+def status(p: Plan) -> dict[str, dict[str, list]]:
     """Per phase: (run id, job, notebook) done / running / pending / failed / not submitted. A run
     whose job ended without finishing it gets the job, its state and Slurm's reason in its
     error.json (beside the run's own error, if it left one: a scancel shows as "Kernel died" from
     inside), so `make report` lists it with the cause."""
-    return _table(p.grid, [r for phase in plan.PHASES for r in p.runs[phase]])
+    return _table(p.grid, [r for phase in execute.PHASES for r in p.runs[phase]])
 
 
 def status_on_record(params: str | Path, overrides: list[str], why: Exception) -> dict[str, dict[str, list]]:
@@ -231,7 +235,7 @@ def _table(grid, planned: list) -> dict[str, dict[str, list]]:
     record = read_json(record_path(grid)) if record_path(grid).exists() else {}
     states = job_states([v["job"] for v in record.values()])
     table = {phase: {k: [] for k in ("done", "running", "pending", "failed", "not submitted")}
-             for phase in plan.PHASES}
+             for phase in execute.PHASES}
     for run in planned:
         folder, sub = runs_dir() / run.phase / run.id, record.get(run.id)
         state, reason = states.get(sub["job"], ("UNKNOWN", "")) if sub else ("", "")
@@ -275,7 +279,7 @@ def describe(table: dict, limit: int = 20) -> str:
     return "\n".join(lines)
 
 
-def wait(p: plan.Plan, poll: float = 10.0, timeout: float | None = None) -> dict:
+def wait(p: Plan, poll: float = 10.0, timeout: float | None = None) -> dict:
     """Poll until no job of the grid is pending or running, with one progress bar over the grid."""
     from tqdm.auto import tqdm
 
@@ -296,7 +300,7 @@ def wait(p: plan.Plan, poll: float = 10.0, timeout: float | None = None) -> dict
             time.sleep(poll)
 
 
-def describe_plan(p: plan.Plan) -> str:
+def describe_plan(p: Plan) -> str:
     """What `submit` would send: one array per phase (runs not done), its resources and its
     dependency, as `make plan` prints it for a grid whose executor is slurm."""
     grid, runs, by_id = p.grid, p.runs, p.by_id
@@ -306,7 +310,7 @@ def describe_plan(p: plan.Plan) -> str:
         limits, said = {"MaxArraySize": 1001}, "Slurm's default"
     lines = ["  Slurm submission (job arrays per phase of at most MaxArraySize "
              f"{limits['MaxArraySize']}, {said}; each job afterok its own upstream jobs):"]
-    for phase in plan.PHASES:
+    for phase in execute.PHASES:
         pending = [r for r in runs[phase] if not execute.is_done(r)]
         if not pending:
             continue
