@@ -11,12 +11,25 @@ from xfer.models import build_scratch, load_tokenizer
 from xfer.paths import data_dir, root
 
 
+# what runs first (two xdist workers): longest first, so neither worker ends with a long test alone
+HEAVY = ("test_install.py", "test_slurm.py", "test_slurm_requeue.py", "test_study.py")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config, items):
     """`make test` runs the suite on two xdist workers (`--dist loadgroup`): the tests that share the
-    session's finished micro grid go to one worker, so the grid runs once."""
+    session's finished micro grid go to one worker, so the grid runs once; the installs and Slurm
+    clusters (minutes each, mostly waiting) start first, then every other real grid."""
     for item in items:
         if "finished_micro" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.xdist_group("finished_micro"))
+
+    def weight(item):
+        names = getattr(item, "fixturenames", ())
+        return (0 if item.path.name in HEAVY else 1 if "finished_micro" in names
+                else 2 if "micro_grid" in names else 3)
+
+    items.sort(key=weight)  # stable: collection order within each weight
 
 
 @pytest.fixture(scope="session")
@@ -32,6 +45,7 @@ MICRO = """
 name: micro
 report_dir: {report}
 seeds: [1]
+executor: {{jobs: 1}}  # one worker: the suite runs two xdist workers already; a test of several says -j
 model:
   source: scratch
   name: tiny
