@@ -361,7 +361,7 @@ def run(params: str | Path, out_dir: Path, steps: int = STEPS, quick: bool = Fal
         else:
             batch, loops = CPU_BATCH, CPU_LOOPS
             if load_id_map(full) is None:
-                trimmed = trim(full, Path(tmp) / "trimmed", data_token_ids(plan(params).data["files"], tok))
+                trimmed = trim(full, Path(tmp) / "trimmed", data_token_ids(plan(params).data["files"], tok), tok)
             else:  # a carried checkpoint is already trimmed (xfer.carry): both loops get its rows
                 trimmed = full
                 notes["full"] = "carried checkpoint: already trimmed, so 'full' is the trimmed vocabulary"

@@ -156,9 +156,10 @@ def prepare(cfg: ModelConfig, dst: Path, keep_ids=None) -> tuple[str | Path, int
         ckpt = save_checkpoint(model, load_tokenizer(ckpt), work / "layers", source=ckpt)
     kept = None
     if cfg.trim_vocab:
-        ids = keep_ids(load_tokenizer(ckpt))
+        tokenizer = load_tokenizer(ckpt)
+        ids = keep_ids(tokenizer)
         kept = len(ids)
-        ckpt = trim(Path(ckpt), work / "trimmed", ids)
+        ckpt = trim(Path(ckpt), work / "trimmed", ids, tokenizer)
     if Path(ckpt).is_dir() and Path(ckpt).is_relative_to(work):
         from xfer.paths import replace_dir
 

@@ -49,16 +49,17 @@ def apply_id_map(input_ids, id_map: np.ndarray | None):
     return [apply_id_map(row, id_map) for row in input_ids]  # a (ragged) batch
 
 
-def trim(src: Path, dst: Path, keep_ids) -> Path:
+def trim(src: Path, dst: Path, keep_ids, tokenizer=None) -> Path:
     """Save at dst a copy of the encoder at src with only the rows of keep_ids and the specials.
 
     keep_ids are ids of the ORIGINAL tokenizer, also when src is itself trimmed: maps compose,
-    and ids an earlier trim dropped stay dropped (they already read as <unk>)."""
+    and ids an earlier trim dropped stay dropped (they already read as <unk>). `tokenizer`: src's,
+    where the caller has it loaded already (XLM-R's takes seconds to load)."""
     from transformers import AutoModel, AutoTokenizer
 
     src, dst = Path(src), Path(dst)
     model, info = AutoModel.from_pretrained(src, output_loading_info=True)
-    tok = AutoTokenizer.from_pretrained(src)
+    tok = tokenizer or AutoTokenizer.from_pretrained(src)
     if tok.unk_token_id is None:
         raise ValueError(f"{src}: the tokenizer has no <unk>, so dropped ids would have nowhere to go")
     weight = model.get_input_embeddings().weight.detach()
