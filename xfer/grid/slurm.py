@@ -77,6 +77,11 @@ def record_path(grid) -> Path:
     return runs_dir() / "slurm" / f"{grid.name}.json"
 
 
+def read_record(grid) -> dict:
+    """{run id: {phase, job, submitted}} of what was submitted for the grid ({} before its first submission)."""
+    return read_json(record_path(grid)) if record_path(grid).exists() else {}
+
+
 def _scontrol(*args: str) -> str:
     out = subprocess.run(["scontrol", *args], capture_output=True, text=True)
     if out.returncode:
@@ -133,7 +138,7 @@ def submit(p: Plan) -> dict[str, dict]:
     registration = None if "problem" in reg else {"hash": reg["hash"], "time": reg["time"]}
     record_path(grid).parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(record_path(grid).with_suffix(".lock"))):  # two `make run` of one grid: one at a time
-        record = read_json(record_path(grid)) if record_path(grid).exists() else {}
+        record = read_record(grid)
         states = job_states([v["job"] for v in record.values()])
         queued = {rid: v["job"] for rid, v in record.items() if states.get(v["job"], ("",))[0] in ACTIVE}
         todo = {phase: [r for r in runs[phase] if r.id not in queued and not execute.is_done(r)]
@@ -212,7 +217,7 @@ def status(p: Plan) -> dict[str, dict[str, list]]:
     whose job ended without finishing it gets the job, its state and Slurm's reason in its
     error.json (beside the run's own error, if it left one: a scancel shows as "Kernel died" from
     inside), so `make report` lists it with the cause."""
-    return _table(p.grid, [r for phase in execute.PHASES for r in p.runs[phase]])
+    return _table(read_record(p.grid), [r for phase in execute.PHASES for r in p.runs[phase]])
 
 
 def status_on_record(params: str | Path, overrides: list[str], why: Exception) -> dict[str, dict[str, list]]:
@@ -223,16 +228,15 @@ def status_on_record(params: str | Path, overrides: list[str], why: Exception) -
     from xfer.config import load_grid
 
     grid = load_grid(params, overrides)
-    record = read_json(record_path(grid)) if record_path(grid).exists() else {}
+    record = read_record(grid)
     if not record:
         raise why
     print(f"note: the grid cannot be planned ({' '.join(str(why).split())[:300]}); showing the "
           f"{len(record)} runs on record in {record_path(grid)}", file=sys.stderr, flush=True)
-    return _table(grid, [SimpleNamespace(phase=v["phase"], id=rid) for rid, v in record.items()])
+    return _table(record, [SimpleNamespace(phase=v["phase"], id=rid) for rid, v in record.items()])
 
 
-def _table(grid, planned: list) -> dict[str, dict[str, list]]:
-    record = read_json(record_path(grid)) if record_path(grid).exists() else {}
+def _table(record: dict, planned: list) -> dict[str, dict[str, list]]:
     states = job_states([v["job"] for v in record.values()])
     table = {phase: {k: [] for k in ("done", "running", "pending", "failed", "not submitted")}
              for phase in execute.PHASES}
