@@ -11,6 +11,10 @@ from xfer.models import build_scratch, load_tokenizer
 from xfer.paths import data_dir, root
 
 
+# one torch thread per run everywhere in the suite: two xdist workers share the cores already, and a
+# rerun's weights equal the first run's only at the same thread count (the session's grid runs -j 2)
+os.environ["XFER_THREADS"] = "1"
+
 # what runs first (two xdist workers): longest first, so neither worker ends with a long test alone
 HEAVY = ("test_install.py", "test_slurm.py", "test_slurm_requeue.py", "test_study.py")
 
@@ -90,7 +94,7 @@ def finished_micro(tmp_path_factory, data):
     folder = tmp_path_factory.mktemp("finished-micro")
     path = folder / "micro.yaml"
     path.write_text(textwrap.dedent(MICRO.format(report=folder / "report", steps=4)))
-    env = {k: v for k, v in os.environ.items() if k != "XFER_THREADS"}  # the runner picks cores // jobs
+    env = dict(os.environ)
     env.update(XFER_RUNS=str(folder / "runs"), XFER_OUTPUT=str(folder))
     proc = subprocess.run([sys.executable, "-m", "xfer.runner", "run", str(path), "-j", "2"], cwd=root(), env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900)
