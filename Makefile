@@ -8,7 +8,7 @@
 #   make fetch  [PARAMS=...]             download a grid's hub datasets and model (e.g. on a login node)
 #   make tensorboard [PARAMS=...]        TensorBoard on the grid's training curves (http://localhost:6006)
 #   make test   [TEST_WORKERS=2]         the test suite (real data from ../shared, tiny models), on 2 xdist workers
-#   make test-long                       the study in miniature on Slurm and the time-limit requeue (slow)
+#   make test-long                       the study in miniature on Slurm through the hub loaders (slow)
 #   make model                           convert the offline mE5-small checkpoint (once per machine)
 #   make data                            unpack ../shared/data into data/raw (if XFER_DATA_DIR is unset)
 #   make bench                           speed figures as JSON in bench/ (loops compared in turns)
