@@ -16,7 +16,7 @@ from xfer.paths import data_dir, root
 os.environ["XFER_THREADS"] = "1"
 
 # what runs first (two xdist workers): longest first, so neither worker ends with a long test alone
-HEAVY = ("test_install.py", "test_slurm.py", "test_slurm_requeue.py", "test_study.py")
+HEAVY = ("test_install.py", "test_slurm.py", "test_study.py")
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups

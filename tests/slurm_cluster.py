@@ -170,12 +170,12 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def running(folder: Path):
-    """A started cluster, with SLURM_CONF pointing at it, stopped on the way out (every daemon gone,
-    even when the test failed)."""
+def running(folder: Path, extra: str = ""):
+    """A started cluster (`extra`: more slurm.conf lines), with SLURM_CONF pointing at it, stopped on
+    the way out (every daemon gone, even when the test failed)."""
     import pytest
 
-    c = Cluster(folder).start()
+    c = Cluster(folder, extra=extra).start()
     mp = pytest.MonkeyPatch()
     mp.setenv("SLURM_CONF", str(c.conf))
     try:
