@@ -1,13 +1,18 @@
-"""xfer as a user installs it, not as a checkout runs it: the wheel in a fresh venv with the pinned
-requirements, a project in a folder outside the checkout (`xfer init`, a preset by name, a
-one-seed smoke grid to a rendered report), and nothing written inside the installed package.
+"""xfer as a user installs it, not as a checkout runs it: the wheel in a fresh venv beside the
+pinned requirements, a project in a folder outside the checkout (`xfer init`, a preset by name, a
+one-seed smoke grid to a rendered report), and nothing written inside the venv xfer is installed in.
 
-Minutes (the venv alone is 70-90 s from pip's cache): `pytest -m "not install"` leaves it out."""
+The pinned packages are the ones `make setup` installed from the same requirements.txt (every CI
+run installs them into a fresh .venv), linked into the new venv, where pip finds each pin satisfied
+and installs xfer alone, from its wheel; the checkout's own editable xfer is left out. Unpacking the
+2 GB of pins again took 128 CPU-seconds, a tenth of the suite's budget, and showed nothing `make
+setup` does not. `pytest -m "not install"` leaves the test out."""
 
 import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -19,7 +24,7 @@ pytestmark = pytest.mark.install
 
 # the smallest grid of the smoke preset that still has every phase, a baseline and a report
 SMALL = ["seeds=[1]", "intermediate.sizes=[0,100]", "intermediate.languages=[sw]", "evaluate.languages=[en,yo,wo]",
-         "evaluate.max_examples=50"]
+         "evaluate.max_examples=50", "target.size=200"]
 
 
 def listing(folder: Path) -> dict[str, tuple[int, int]]:
@@ -33,8 +38,17 @@ def test_wheel_runs_a_study_in_a_folder_of_its_own(tmp_path, data):
         ".git", ".venv", ".cache", "data", "runs", "report", "bench", "build", ".carry", "*.egg-info", "__pycache__"))
     sh = lambda *cmd, **kw: subprocess.run([str(c) for c in cmd], check=True, capture_output=True, text=True, **kw)
     sh(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", dist, src)
-    sh(sys.executable, "-m", "venv", venv)
-    sh(venv / "bin" / "pip", "install", "-q", "-r", src / "requirements.txt", *dist.glob("xfer-*.whl"))
+    sh(sys.executable, "-m", "venv", "--without-pip", venv)
+    pinned = Path(sysconfig.get_paths()["purelib"])  # this environment's: `make setup`'s or the active conda env's
+    into = Path(sh(venv / "bin" / "python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+                .stdout.strip())
+    for entry in pinned.iterdir():
+        if not entry.name.startswith(("xfer", "__editable__")):  # the checkout's own xfer stays out
+            (into / entry.name).symlink_to(entry)
+    (venv / "share").mkdir()
+    (venv / "share" / "jupyter").symlink_to(Path(sys.prefix) / "share" / "jupyter")  # kernelspec, nbconvert templates
+    sh(venv / "bin" / "python", "-m", "pip", "install", "-q", "-r", src / "requirements.txt", *dist.glob("xfer-*.whl"))
+    assert sh(venv / "bin" / "python", "-m", "pip", "list", "--format=freeze").stdout.count("xfer==") == 1
     before = listing(venv)
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("XFER_", "PYTHON", "VIRTUAL_ENV"))}
