@@ -309,3 +309,23 @@ def test_eta_uses_each_phase_s_own_time_and_not_the_one_off_conversion():
     took = {"pretrained": [100.0], "intermediate": [10.0], "target": [5.0], "evaluate": [2.0]}
     assert local.progress(1, 7, start, took, left, jobs=2).endswith("ETA 0:00:17")
     assert local.progress(1, 7, start, {"pretrained": [100.0]}, left).endswith("ETA 0:10:00")  # nothing else yet
+
+
+def test_xfers_processes_skip_jsonschemas_iri_grammar_and_importing_xfer_does_not():
+    """A process of xfer's own (`without_iri_grammar`, then papermill) imports neither
+    rfc3987_syntax nor its parser library, and every shipped notebook still validates; a
+    researcher's `import xfer` followed by nbformat leaves jsonschema as installed."""
+    import importlib.util
+
+    notebooks = sorted(str(p) for p in (root() / "notebooks").glob("*.ipynb"))
+    probe = ("import sys; {}; import papermill, nbformat; [nbformat.validate(nbformat.read(p, as_version=4)) "
+             "for p in sys.argv[1:]]; print(sys.modules.get('rfc3987_syntax') is not None, 'lark' in sys.modules)")
+    ours = subprocess.run([sys.executable, "-c", probe.format(
+        "from xfer.grid.execute import without_iri_grammar; without_iri_grammar()"), *notebooks],
+        capture_output=True, text=True, check=True)
+    assert ours.stdout.split() == ["False", "False"], ours.stderr
+    if importlib.util.find_spec("rfc3987_syntax") is None:
+        return  # nothing to leave whole
+    theirs = subprocess.run([sys.executable, "-c", probe.format("import xfer.grid.execute"), *notebooks],
+                            capture_output=True, text=True, check=True)
+    assert theirs.stdout.split() == ["True", "True"], theirs.stderr

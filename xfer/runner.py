@@ -27,7 +27,8 @@ from pathlib import Path
 
 from xfer.config import ConfigError, Grid, Run, split_overrides
 from xfer.grid.collect import NoResults, report
-from xfer.grid.execute import GridStopped, checkpoint, classify, is_done, prepare_pretrained, run_dir
+from xfer.grid.execute import (GridStopped, checkpoint, classify, is_done, prepare_pretrained, run_dir,
+                               without_iri_grammar)
 from xfer.grid.local import run_looks
 from xfer.grid.plan import PHASES, Plan, plan
 from xfer.paths import read_json, runs_dir
@@ -146,6 +147,7 @@ def main(argv=None):
     ap.add_argument("--detach", action="store_true", default=bool(os.environ.get("XFER_DETACH")),
                     help="with the slurm executor: return right after submitting (make: DETACH=1)")
     args = ap.parse_args(argv)
+    without_iri_grammar()  # the report, status and every other command that reads a notebook
     if args.command == "init":
         from xfer.project import init
 

@@ -203,6 +203,19 @@ KERNEL_MANAGER = "xfer.kernel.IpcKernelManager"
 WARM = "xfer.kernel.WarmKernelManager"  # what local workers and packed Slurm jobs set it to on a CPU machine
 
 
+def without_iri_grammar() -> None:
+    """Before a process of xfer's own imports papermill or nbformat: nbformat imports jsonschema,
+    which imports the optional `rfc3987_syntax` if it is installed (jupyterlab's jupyter-events
+    pulls it in), and that compiles an IRI grammar at import, 2 CPU-seconds in every grid worker,
+    Slurm job and report (papermill's import: 2.6 s, 0.7 s without it). No notebook schema
+    checks an IRI (python-jsonschema/jsonschema#1428; opendatahub-io/notebooks#3532), so the
+    package is marked absent and jsonschema goes without its `iri` checks, as it does where the
+    package is not installed. Only for the command and the processes it starts, never on import
+    of xfer: a researcher's own kernel keeps its jsonschema whole."""
+    if "jsonschema" not in sys.modules:
+        sys.modules.setdefault("rfc3987_syntax", None)  # None: `import` raises ImportError, which jsonschema expects
+
+
 def execute(run: Run, upstream: str, log=None, registration: dict | None = None) -> None:
     """Run one phase notebook with papermill; the executed notebook stays in the run folder.
 
@@ -210,6 +223,7 @@ def execute(run: Run, upstream: str, log=None, registration: dict | None = None)
     place whole (with the traceback of a failed run): a full disk or a kill leaves no half notebook.
     `registration` (the pre-registered plan's hash and time) goes into params.json, so the runs
     themselves say which plan they were started under (`report.checked_registration`)."""
+    without_iri_grammar()
     import papermill as pm
 
     folder = run_dir(run)
