@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from xfer.config import ModelConfig
+from xfer.loop import set_threads
 from xfer.models import build_scratch, load_tokenizer
 from xfer.paths import data_dir, root
 
@@ -14,6 +15,7 @@ from xfer.paths import data_dir, root
 # one torch thread per run everywhere in the suite: two xdist workers share the cores already, and a
 # rerun's weights equal the first run's only at the same thread count (the session's grid runs -j 2)
 os.environ["XFER_THREADS"] = "1"
+set_threads()  # and in the test processes themselves: two torch threads per worker spin on the other's core
 
 # what runs first (two xdist workers): longest first, so neither worker ends with a long test alone
 HEAVY = ("test_install.py", "test_slurm.py", "test_study.py")
