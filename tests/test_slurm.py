@@ -12,11 +12,15 @@ tests set BeginTime=now, as an operator would, so the suite does not wait for it
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import re
 import shutil
+import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import slurm_cluster
@@ -173,17 +177,45 @@ def test_grid_on_slurm_through_requeue_and_cancel_equals_local(cluster, micro_gr
     shutil.rmtree(runs_dir() / "slurm" / "logs", ignore_errors=True)
 
 
+def _kernels(runs: Path) -> list[int]:
+    """The notebook kernels of a runs folder's grid (each inherits XFER_RUNS from its job)."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            environ, command = (proc / "environ").read_bytes(), (proc / "cmdline").read_bytes()
+        except OSError:  # ended meanwhile
+            continue
+        if b"ipykernel_launcher" in command and f"\0XFER_RUNS={runs}\0".encode() in b"\0" + environ:
+            found.append(int(proc.name))
+    return found
+
+
+def gone(pid: int, seconds: float = 60) -> bool:
+    """Whether the process has ended (or is a zombie) within `seconds`."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].startswith("Z"):
+                return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.2)
+    return False
+
+
 def test_a_job_at_its_time_limit_requeues_itself_and_finishes(cluster, micro_grid, tmp_path, monkeypatch):
-    """The intermediate job asks to be signalled 600 s before its limit; once training has saved
-    a state its limit is cut to the next whole minute past the run time plus one (`scontrol update
-    TimeLimit`, as an operator shortens a job), so the signal is due at once and Slurm sends it at
-    its next 30-s check, in training whatever the load of the machine (a limit fixed at submission
-    let every attempt be signalled before the kernel had started on 2 busy cores). The job
-    requeues itself (srun passes submitit the signal); the requeued attempt gets its 30 minutes
-    back and resumes from the last state. 5000 steps: more than the fastest attempt trains in the
-    30 s (about 100 steps/s on an idle core)."""
-    monkeypatch.setenv("XFER_RUNS", str(tmp_path / "runs-timeout"))
-    grid_file = micro_grid(steps=5000, name="long.yaml")
+    """The intermediate job asks to be signalled 600 s before its limit. Once training has saved a
+    state its kernel is paused (SIGSTOP, as a long step holds it), so the job is still in training
+    when the signal comes without spending the cores the rest of the suite needs (a job training
+    on for the 30 s took 100 CPU-seconds), and its limit is cut to the next whole minute past the
+    run time plus one (`scontrol update TimeLimit`, as an operator shortens a job): the signal is
+    then due at once and Slurm sends it at its next 30-s check, whatever the load of the machine
+    (a limit fixed at submission let every attempt be signalled before the kernel had started on
+    2 busy cores). The job requeues itself (srun passes submitit the signal); the requeued attempt
+    gets its 30 minutes back and resumes from the last state."""
+    runs = tmp_path / "runs-timeout"
+    monkeypatch.setenv("XFER_RUNS", str(runs))
+    grid_file = micro_grid(steps=300, name="long.yaml")
     limit = ["intermediate.languages=[sw]", "intermediate.train.save_every=100", *RESOURCES,
              "executor.phases={intermediate: {signal_s: 600, requeues: 3}}"]
     full = plan.plan(grid_file, limit)
@@ -195,8 +227,11 @@ def test_a_job_at_its_time_limit_requeues_itself_and_finishes(cluster, micro_gri
     state = execute.run_dir(sw) / "train_state.pt"
     deadline = time.time() + 600
     while not state.exists() and time.time() < deadline:
-        time.sleep(0.2)
+        time.sleep(0.1)
     assert state.exists(), slurm.describe(slurm.status(planned))
+    paused = _kernels(runs)
+    assert len(paused) == 1, paused
+    os.kill(paused[0], signal.SIGSTOP)
     ran = _job(job)["RunTime"].replace("-", ":").split(":")
     seconds = sum(int(x) * 60 ** i for i, x in enumerate(reversed(ran)))
     subprocess.run(["scontrol", "update", f"JobId={job}", f"TimeLimit={seconds // 60 + 2}"], check=True)
@@ -204,18 +239,20 @@ def test_a_job_at_its_time_limit_requeues_itself_and_finishes(cluster, micro_gri
     while int(_job(job).get("Restarts", 0)) < 1 and not execute.is_done(sw) and time.time() - t0 < 120:
         time.sleep(0.5)
     print(f"limit cut at {seconds} s of run time; requeued {time.time() - t0:.0f} s later")
+    with contextlib.suppress(ProcessLookupError):  # Slurm killed it with its job; else it stops on its own
+        os.kill(paused[0], signal.SIGCONT)
     subprocess.run(["scontrol", "update", f"JobId={job}", "TimeLimit=30"], check=True)
     table = _wait_done(planned, job, timeout=900)
     assert all(not t["failed"] for t in table.values()), slurm.describe(table)
     restarts = int(_job(job)["Restarts"])
     steps = _steps((execute.run_dir(sw) / "log.txt").read_text())  # every attempt's, appended
-    log = "\n".join(p.read_text() for p in (tmp_path / "runs-timeout" / "slurm" / "logs").rglob(
-        f"{job.split('_')[0]}*_log.*"))
+    log = "\n".join(p.read_text() for p in (runs / "slurm" / "logs").rglob(f"{job.split('_')[0]}*_log.*"))
     print(f"job {job} at its time limit: {restarts} requeues, resumed from steps {steps}")
-    assert restarts >= 1 and steps and 0 < steps[0] < 5000, log[-2000:]
+    assert restarts >= 1 and steps and 0 < steps[0] < 300, log[-2000:]
     assert "timed-out" in log or "USR2" in log, log[-2000:]
     metrics = read_json(execute.run_dir(sw) / "metrics.json")
-    assert metrics["steps"] == 5000
+    assert metrics["steps"] == 300
+    assert gone(paused[0]), "the paused kernel of the first attempt is still there"
 
 
 def test_a_submission_failing_part_way_cancels_what_it_held(cluster, micro_grid, tmp_path):
