@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from processes import alive, gone_within
+
 DAEMONS = ("slurmd", "slurmctld", "munged")
 
 
@@ -137,9 +139,7 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
         for name in DAEMONS:
             if name in pids:
                 _kill(pids[name], signal.SIGTERM)
-        deadline = time.time() + timeout
-        while time.time() < deadline and any(_alive(p) for p in pids.values()):
-            time.sleep(0.2)
+        gone_within(pids.values(), timeout)
         for pid in pids.values():
             _kill(pid, signal.SIGKILL)
         shutil.rmtree(self.munge, ignore_errors=True)
@@ -150,17 +150,6 @@ def _kill(pid: int, sig) -> None:
         os.kill(pid, sig)
     except ProcessLookupError:
         pass
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie is gone for our purposes
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def _free_port() -> int:
@@ -183,4 +172,4 @@ def running(folder: Path, extra: str = ""):
     finally:
         mp.undo()
         c.stop()
-        assert not any(_alive(p) for p in c.pids().values())
+        assert not any(alive(p) for p in c.pids().values())

@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from conftest import MICRO
+from processes import descendants, gone_within
 from xfer import runner
 from xfer.grid import collect, execute, local, plan
 from xfer.paths import root
@@ -377,37 +378,6 @@ def test_preregistration_is_bound_to_the_runs(grid, tmp_path):
     text, bad = registration_text(path)
     assert "no usable record" in text and "not valid JSON" in text and "before the first run" not in text
     assert record.read_text() == '{"hash": "abc", "ti'
-
-
-def alive(pid: int) -> bool:
-    """Whether a process exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-
-
-def descendants(pid: int) -> set[int]:
-    found, todo = set(), [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            with open(f"/proc/{p}/task/{p}/children") as f:
-                kids = [int(c) for c in f.read().split()]
-        except FileNotFoundError:
-            kids = []
-        found.update(kids)
-        todo += kids
-    return found
-
-
-def gone_within(pids, seconds: float) -> set[int]:
-    """The pids still alive after waiting up to `seconds` for them to go."""
-    deadline = time.time() + seconds
-    while time.time() < deadline and any(alive(p) for p in pids):
-        time.sleep(0.2)
-    return {p for p in pids if alive(p)}
 
 
 def test_runner_killed_while_its_worker_starts_leaves_no_process_and_no_false_error(grid):

@@ -7,25 +7,12 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
+
+from processes import with_env
 
 from xfer.grid.execute import is_done
 from xfer.grid.plan import plan
 from xfer.paths import root
-
-
-def living(marker: str) -> list[str]:
-    """The processes (not zombies) whose environment holds `marker`: a grid's runner, workers and
-    notebook kernels (in sessions of their own) all inherit the runner's environment."""
-    found = []
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            environ, command = (proc / "environ").read_bytes(), (proc / "cmdline").read_bytes()
-        except OSError:  # ended meanwhile
-            continue
-        if b"\0" + marker.encode() + b"\0" in b"\0" + environ + b"\0":
-            found.append(f"{proc.name} {command.replace(bytes(1), b' ')[:150].decode()}")
-    return found
 
 
 def as_a_terminal_starts_it() -> None:
@@ -57,10 +44,10 @@ def test_ctrl_c_stops_the_grid_in_one_line(micro_grid):
                         err.strip()), err  # nothing else: no worker's traceback, no leaked-semaphore warning
     marker = f"XFER_RUNS={os.environ['XFER_RUNS']}"
     for _ in range(30):  # a kernel notices within a second or two that its worker is gone
-        if not living(marker):
+        if not with_env(marker):
             break
         time.sleep(0.5)
-    assert living(marker) == [], "a process of the grid is still running"
+    assert with_env(marker) == {}, "a process of the grid is still running"
     runs = plan(path).runs
     assert is_done(runs["pretrained"][0])
     finished = int(err.split()[1])

@@ -10,6 +10,7 @@ import sys
 import time
 
 import pandas as pd
+from processes import with_env
 
 from xfer import runner
 from xfer.grid import collect, execute, local, plan
@@ -25,20 +26,11 @@ def by_id(runs):
     return {r.id: r for rs in runs.values() for r in rs}
 
 
-def _cmdline_env(pid: str) -> str:
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            return f.read().decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def _kernels_of(runner_pid: int) -> list[str]:
+def _kernels_of(runner_pid: int) -> list[int]:
     """The runner's kernels: started as ipykernel_launcher, or forked warm (xfer.kernel) from a
     worker's fork server, which shows the server's command line; the server itself counts too."""
-    found = subprocess.run(["pgrep", "-f", "ipykernel_launcher|multiprocessing.forkserver"], capture_output=True,
-                           text=True).stdout.split()
-    return [p for p in found if f"XFER_RUNNER_PID={runner_pid}\0" in _cmdline_env(p)]
+    return [pid for pid, line in with_env(f"XFER_RUNNER_PID={runner_pid}").items()
+            if "ipykernel_launcher" in line or "multiprocessing.forkserver" in line]
 
 
 def _serves_the_curves(path, runs) -> None:
@@ -190,7 +182,7 @@ def test_kill_during_training_then_rerun_finishes_without_redoing(micro_grid):
         time.sleep(0.5)
     orphans = _kernels_of(proc.pid)
     for p in orphans:
-        os.kill(int(p), signal.SIGKILL)
+        os.kill(p, signal.SIGKILL)
     assert not orphans, "an orphan kernel trains on"
     pretrained_done = outputs(runs)
     assert runs["pretrained"][0].id in pretrained_done and inter.id not in pretrained_done

@@ -20,10 +20,10 @@ import shutil
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 import slurm_cluster
+from processes import gone_within, with_env
 
 from xfer import runner
 from xfer.grid import collect, execute, local, plan, slurm
@@ -177,32 +177,6 @@ def test_grid_on_slurm_through_requeue_and_cancel_equals_local(cluster, micro_gr
     shutil.rmtree(runs_dir() / "slurm" / "logs", ignore_errors=True)
 
 
-def _kernels(runs: Path) -> list[int]:
-    """The notebook kernels of a runs folder's grid (each inherits XFER_RUNS from its job)."""
-    found = []
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            environ, command = (proc / "environ").read_bytes(), (proc / "cmdline").read_bytes()
-        except OSError:  # ended meanwhile
-            continue
-        if b"ipykernel_launcher" in command and f"\0XFER_RUNS={runs}\0".encode() in b"\0" + environ:
-            found.append(int(proc.name))
-    return found
-
-
-def gone(pid: int, seconds: float = 60) -> bool:
-    """Whether the process has ended (or is a zombie) within `seconds`."""
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        try:
-            if Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].startswith("Z"):
-                return True
-        except FileNotFoundError:
-            return True
-        time.sleep(0.2)
-    return False
-
-
 def test_a_job_at_its_time_limit_requeues_itself_and_finishes(cluster, micro_grid, tmp_path, monkeypatch):
     """The intermediate job asks to be signalled 600 s before its limit. Once training has saved a
     state its kernel is paused (SIGSTOP, as a long step holds it), so the job is still in training
@@ -229,7 +203,7 @@ def test_a_job_at_its_time_limit_requeues_itself_and_finishes(cluster, micro_gri
     while not state.exists() and time.time() < deadline:
         time.sleep(0.1)
     assert state.exists(), slurm.describe(slurm.status(planned))
-    paused = _kernels(runs)
+    paused = list(with_env(f"XFER_RUNS={runs}", "ipykernel_launcher"))
     assert len(paused) == 1, paused
     os.kill(paused[0], signal.SIGSTOP)
     ran = _job(job)["RunTime"].replace("-", ":").split(":")
@@ -252,7 +226,7 @@ def test_a_job_at_its_time_limit_requeues_itself_and_finishes(cluster, micro_gri
     assert "timed-out" in log or "USR2" in log, log[-2000:]
     metrics = read_json(execute.run_dir(sw) / "metrics.json")
     assert metrics["steps"] == 300
-    assert gone(paused[0]), "the paused kernel of the first attempt is still there"
+    assert gone_within(paused, 60) == set(), "the paused kernel of the first attempt is still there"
 
 
 def test_a_submission_failing_part_way_cancels_what_it_held(cluster, micro_grid, tmp_path):
